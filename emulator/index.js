@@ -1,0 +1,499 @@
+'use strict';
+
+// A fake GCE-compatible instance metadata service, just big enough to hand
+// out a service-account token and to misbehave on purpose. It is the fixture
+// of the package's tests, so it must never leak sockets or timers: close()
+// tears down everything, including connections that a fault left hanging.
+//
+// Zero dependencies and Node 14 compatible on purpose: it also runs on users'
+// laptops through the CLI.
+
+const http = require('http');
+const crypto = require('crypto');
+
+const TOKEN_PATH = '/computeMetadata/v1/instance/service-accounts/default/token';
+const CONTROL_PREFIX = '/_emulator/';
+const MAX_LOG_ENTRIES = 1000;
+const MAX_CONTROL_BODY = 1024 * 1024;
+const HUGE_CHUNK = 64 * 1024;
+
+// Every fault kind and the type of value it takes. `delayMs` may be combined
+// with any other kind (slow *and* broken); `status` may go with `redirect`.
+const FAULT_KINDS = {
+  status: 'status',
+  redirect: 'url',
+  delayMs: 'ms',
+  hang: 'flag',
+  hangAfterHeaders: 'flag',
+  resetMidBody: 'flag',
+  truncate: 'flag',
+  garbage: 'flag',
+  body: 'any',
+  hugeBytes: 'size',
+  hugeChunked: 'size',
+  dribbleMs: 'ms',
+  dropConnection: 'flag',
+};
+
+function randomToken() {
+  return 'emulator-' + crypto.randomBytes(16).toString('hex');
+}
+
+function fingerprint(token) {
+  return crypto.createHash('sha256').update(String(token)).digest('hex').slice(0, 8);
+}
+
+function isNonNegativeInteger(v) {
+  return typeof v === 'number' && Number.isInteger(v) && v >= 0;
+}
+
+function checkExpiresIn(v) {
+  if (typeof v !== 'number' || !Number.isFinite(v)) {
+    throw new TypeError('expiresIn must be a finite number of seconds, got ' + JSON.stringify(v));
+  }
+}
+
+function checkToken(v) {
+  if (typeof v !== 'string') {
+    throw new TypeError('token must be a string, got ' + typeof v);
+  }
+}
+
+// Validates a fault spec and returns a private copy of it (or null). Throws a
+// TypeError with a message fit to show a human (CLI, control API).
+function normalizeFault(spec) {
+  if (spec === null || spec === undefined) return null;
+  if (typeof spec !== 'object' || Array.isArray(spec)) {
+    throw new TypeError('fault must be an object or null');
+  }
+  const kinds = [];
+  Object.keys(spec).forEach(function (key) {
+    if (key === 'times') {
+      if (!isNonNegativeInteger(spec.times)) {
+        throw new TypeError('fault.times must be a non-negative integer');
+      }
+      return;
+    }
+    const type = FAULT_KINDS[key];
+    if (!type) {
+      throw new TypeError('unknown fault key "' + key + '"; known: times, ' + Object.keys(FAULT_KINDS).join(', '));
+    }
+    const v = spec[key];
+    const bad = function (what) {
+      throw new TypeError('fault.' + key + ' must be ' + what + ', got ' + JSON.stringify(v));
+    };
+    if (type === 'flag' && v !== true) bad('true');
+    if (type === 'status' && !(Number.isInteger(v) && v >= 200 && v <= 599)) bad('an HTTP status code 200-599');
+    if (type === 'url' && !(typeof v === 'string' && v.length > 0)) bad('a non-empty URL string');
+    if (type === 'ms' && !(typeof v === 'number' && Number.isFinite(v) && v >= 0)) bad('a non-negative number of milliseconds');
+    if (type === 'size' && !isNonNegativeInteger(v)) bad('a non-negative integer byte count');
+    if (type === 'any' && v === undefined) bad('a JSON value or string');
+    kinds.push(key);
+  });
+
+  // Which kind decides the response; delayMs only postpones it.
+  let main = kinds.filter(function (k) { return k !== 'delayMs' && k !== 'status'; });
+  if (kinds.indexOf('status') !== -1 && main.length === 0) main = ['status'];
+  if (kinds.indexOf('status') !== -1 && main[0] !== 'status' && main[0] !== 'redirect') {
+    throw new TypeError('fault.status can only be combined with redirect (and delayMs)');
+  }
+  if (main.length > 1) {
+    throw new TypeError('fault has several kinds (' + main.join(', ') + '); use one (delayMs may be added to any)');
+  }
+  if (main.length === 0 && kinds.indexOf('delayMs') === -1) {
+    throw new TypeError('fault needs one of: ' + Object.keys(FAULT_KINDS).join(', '));
+  }
+  if (main[0] === 'redirect' && spec.status !== undefined && (spec.status < 300 || spec.status > 399)) {
+    throw new TypeError('fault.status must be 3xx when combined with redirect');
+  }
+
+  const copy = {};
+  Object.keys(spec).forEach(function (k) { copy[k] = spec[k]; });
+  return { spec: copy, kind: main[0] || 'normal', remaining: spec.times };
+}
+
+function startEmulator(options) {
+  const opts = options || {};
+  const host = opts.host === undefined ? '127.0.0.1' : opts.host;
+  const port = opts.port === undefined ? 0 : opts.port;
+  const quiet = opts.quiet === undefined ? true : !!opts.quiet;
+  const countdown = !!opts.countdown;
+
+  let token = opts.token === undefined ? randomToken() : opts.token;
+  let expiresIn = opts.expiresIn === undefined ? 3600 : opts.expiresIn;
+  checkToken(token);
+  checkExpiresIn(expiresIn);
+  let tokenSetAt = Date.now();
+
+  let fault = null;
+  let requests = 0;
+  let bytesStreamed = 0;
+  const log = [];
+  const sockets = new Set();
+  const timers = new Set();
+  let closed = false;
+  let closing = null;
+  let boundPort = null;
+  let address = null;
+  let url = null;
+
+  const server = http.createServer(onRequest);
+  // Node 14 kills idle sockets after 120 s by default; a `hang` fault should
+  // hang until the client or close() gives up, like a real stuck server.
+  server.timeout = 0;
+  server.on('connection', function (socket) {
+    sockets.add(socket);
+    socket.on('close', function () { sockets.delete(socket); });
+  });
+
+  function later(ms, fn) {
+    if (closed) return;
+    const t = setTimeout(function () {
+      timers.delete(t);
+      if (!closed) fn();
+    }, ms);
+    timers.add(t);
+  }
+
+  function currentExpiresIn() {
+    if (!countdown) return expiresIn;
+    const leftMs = tokenSetAt + expiresIn * 1000 - Date.now();
+    return Math.max(0, Math.ceil(leftMs / 1000));
+  }
+
+  function tokenBody() {
+    return JSON.stringify({ access_token: token, expires_in: currentExpiresIn(), token_type: 'Bearer' });
+  }
+
+  function takeFault() {
+    if (!fault) return null;
+    const f = fault;
+    if (f.remaining !== undefined) {
+      if (f.remaining <= 0) {
+        fault = null;
+        return null;
+      }
+      f.remaining -= 1;
+      if (f.remaining === 0) fault = null;
+    }
+    return f;
+  }
+
+  function onRequest(req, res) {
+    const started = Date.now();
+    const socket = req.socket;
+    const ctx = { status: null, note: '' };
+    log.push({ method: req.method, path: req.url, headers: Object.assign({}, req.headers), time: started });
+    if (log.length > MAX_LOG_ENTRIES) log.splice(0, log.length - MAX_LOG_ENTRIES);
+
+    // Writes to a client that went away are expected here, never fatal.
+    res.on('error', function () {});
+
+    if (!quiet) {
+      let done = false;
+      const report = function () {
+        if (done) return;
+        done = true;
+        const status = ctx.status || (res.headersSent ? res.statusCode : '-');
+        // Only method, path and status: the token must never reach a log.
+        process.stderr.write(new Date(started).toISOString() + ' ' + req.method + ' ' + req.url + ' ' +
+          status + ' ' + (Date.now() - started) + 'ms' + (ctx.note ? ' ' + ctx.note : '') + '\n');
+      };
+      // 'close' also fires when the client or close() kills a pending
+      // response (hang, dribble), so every request gets exactly one line.
+      res.on('finish', report);
+      res.on('close', report);
+    }
+
+    const pathname = req.url.split('?')[0];
+    if (pathname.indexOf(CONTROL_PREFIX) === 0) {
+      onControl(req, res, pathname.slice(CONTROL_PREFIX.length));
+      return;
+    }
+    req.resume();
+    if (pathname !== TOKEN_PATH) {
+      sendText(res, 404, 'Not Found: ' + pathname + '\n');
+      return;
+    }
+
+    requests += 1;
+    if (req.method !== 'GET') {
+      sendText(res, 405, 'Method Not Allowed\n', { Allow: 'GET' });
+      return;
+    }
+    if (req.headers['x-forwarded-for'] !== undefined) {
+      sendText(res, 403, 'Request denied: X-Forwarded-For header present.\n');
+      return;
+    }
+    if (req.headers['metadata-flavor'] !== 'Google') {
+      sendText(res, 403, 'Missing Metadata-Flavor:Google header.\n');
+      return;
+    }
+
+    const f = takeFault();
+    if (f) ctx.note = 'fault=' + f.kind + (f.spec.delayMs !== undefined ? '+delayMs' : '');
+    if (f && f.spec.delayMs !== undefined) {
+      later(f.spec.delayMs, function () {
+        if (!socket.destroyed) serveToken(req, res, socket, f, ctx);
+      });
+    } else {
+      serveToken(req, res, socket, f, ctx);
+    }
+  }
+
+  function serveToken(req, res, socket, f, ctx) {
+    const kind = f ? f.kind : 'normal';
+    const spec = f ? f.spec : {};
+    const body = tokenBody();
+    const bodyBytes = Buffer.from(body);
+
+    switch (kind) {
+      case 'normal':
+        sendJson(res, 200, body);
+        return;
+      case 'status':
+      case 'redirect': {
+        const status = spec.status !== undefined ? spec.status : 302;
+        const headers = {};
+        if (status >= 300 && status <= 399) headers.Location = spec.redirect || url;
+        sendText(res, status, status + ' ' + (http.STATUS_CODES[status] || 'Status') + '\n', headers);
+        return;
+      }
+      case 'hang':
+        ctx.status = 'hang';
+        return;
+      case 'hangAfterHeaders':
+        res.writeHead(200, jsonHeaders(bodyBytes.length));
+        res.flushHeaders();
+        return;
+      case 'resetMidBody': {
+        res.writeHead(200, jsonHeaders(bodyBytes.length));
+        res.write(bodyBytes.slice(0, Math.floor(bodyBytes.length / 2)), function () {
+          ctx.status = '200+reset';
+          // A real RST, not a FIN, where Node can do it (>= 16.17 / 18.3).
+          if (typeof socket.resetAndDestroy === 'function') socket.resetAndDestroy();
+          else socket.destroy();
+        });
+        return;
+      }
+      case 'truncate':
+        sendJson(res, 200, bodyBytes.slice(0, Math.floor(bodyBytes.length / 2)));
+        return;
+      case 'garbage':
+        sendJson(res, 200, 'not json{{');
+        return;
+      case 'body':
+        sendJson(res, 200, typeof spec.body === 'string' ? spec.body : JSON.stringify(spec.body));
+        return;
+      case 'hugeBytes':
+        streamHuge(res, socket, spec.hugeBytes, false);
+        return;
+      case 'hugeChunked':
+        streamHuge(res, socket, spec.hugeChunked, true);
+        return;
+      case 'dribbleMs':
+        ctx.status = '200';
+        dribble(socket, bodyBytes, spec.dribbleMs);
+        return;
+      case 'dropConnection':
+        ctx.status = 'drop';
+        socket.destroy();
+        return;
+      default:
+        throw new Error('unreachable fault kind ' + kind);
+    }
+  }
+
+  // Streams `total` bytes of 'a', honouring backpressure so a slow client
+  // cannot make us buffer gigabytes, and stopping when the client leaves.
+  function streamHuge(res, socket, total, chunked) {
+    const headers = { 'Content-Type': 'application/json', 'Metadata-Flavor': 'Google' };
+    if (!chunked) headers['Content-Length'] = total;
+    res.writeHead(200, headers);
+    const chunk = Buffer.alloc(HUGE_CHUNK, 'a');
+    let left = total;
+    let stopped = false;
+    res.on('close', function () { stopped = true; });
+    const pump = function () {
+      while (!stopped && !closed && left > 0) {
+        const n = Math.min(left, HUGE_CHUNK);
+        left -= n;
+        bytesStreamed += n;
+        if (!res.write(n === HUGE_CHUNK ? chunk : chunk.slice(0, n))) {
+          res.once('drain', pump);
+          return;
+        }
+      }
+      if (!stopped && !closed) res.end();
+    };
+    pump();
+  }
+
+  // Writes the whole raw response (status line and headers included) one
+  // byte at a time, bypassing ServerResponse, to mimic a crawling server.
+  function dribble(socket, bodyBytes, ms) {
+    const head = 'HTTP/1.1 200 OK\r\n' +
+      'Content-Type: application/json\r\n' +
+      'Metadata-Flavor: Google\r\n' +
+      'Content-Length: ' + bodyBytes.length + '\r\n' +
+      'Connection: close\r\n\r\n';
+    const raw = Buffer.concat([Buffer.from(head, 'latin1'), bodyBytes]);
+    let i = 0;
+    const step = function () {
+      if (socket.destroyed) return;
+      socket.write(raw.slice(i, i + 1));
+      i += 1;
+      if (i < raw.length) later(ms, step);
+      else socket.end();
+    };
+    step();
+  }
+
+  function onControl(req, res, name) {
+    const route = req.method + ' ' + name;
+    if (route === 'GET stats') {
+      req.resume();
+      sendJson(res, 200, JSON.stringify(stats()));
+      return;
+    }
+    if (['POST fault', 'POST token', 'POST reset'].indexOf(route) === -1) {
+      req.resume();
+      const known = ['stats', 'fault', 'token', 'reset'].indexOf(name) !== -1;
+      sendText(res, known ? 405 : 404, known ? 'Method Not Allowed\n' : 'Unknown control endpoint\n');
+      return;
+    }
+    readBody(req, function (err, text) {
+      if (err) {
+        sendText(res, 413, err.message + '\n', { Connection: 'close' });
+        return;
+      }
+      try {
+        let value = null;
+        if (text.trim() !== '') {
+          try {
+            value = JSON.parse(text);
+          } catch (e) {
+            throw new TypeError('body is not valid JSON: ' + e.message);
+          }
+        }
+        if (name === 'fault') {
+          emu.fault(value);
+        } else if (name === 'token') {
+          if (!value || typeof value !== 'object') throw new TypeError('body must be {"token": "...", "expires_in": N}');
+          emu.setToken(value.token, value.expires_in);
+        } else {
+          emu.reset();
+        }
+      } catch (e) {
+        sendText(res, 400, e.message + '\n');
+        return;
+      }
+      res.writeHead(204);
+      res.end();
+    });
+  }
+
+  function readBody(req, cb) {
+    const parts = [];
+    let size = 0;
+    let failed = false;
+    req.on('data', function (d) {
+      if (failed) return;
+      size += d.length;
+      if (size > MAX_CONTROL_BODY) {
+        failed = true;
+        cb(new Error('control request body too large'));
+        return;
+      }
+      parts.push(d);
+    });
+    req.on('end', function () {
+      if (!failed) cb(null, Buffer.concat(parts).toString('utf8'));
+    });
+  }
+
+  function stats() {
+    let f = null;
+    if (fault) {
+      f = Object.assign({}, fault.spec);
+      if (fault.remaining !== undefined) f.times = fault.remaining;
+    }
+    return { requests: requests, token_fingerprint: fingerprint(token), fault: f, streamed_bytes: bytesStreamed };
+  }
+
+  const emu = {
+    get address() { return address; },
+    get port() { return boundPort; },
+    get url() { return url; },
+    get requests() { return requests; },
+    get log() { return log; },
+    get bytesStreamed() { return bytesStreamed; },
+    get tokenFingerprint() { return fingerprint(token); },
+    setToken: function (newToken, newExpiresIn) {
+      checkToken(newToken);
+      if (newExpiresIn !== undefined) checkExpiresIn(newExpiresIn);
+      token = newToken;
+      if (newExpiresIn !== undefined) expiresIn = newExpiresIn;
+      tokenSetAt = Date.now();
+    },
+    fault: function (spec) {
+      fault = normalizeFault(spec);
+    },
+    reset: function () {
+      fault = null;
+      requests = 0;
+      bytesStreamed = 0;
+      log.length = 0;
+    },
+    stats: stats,
+    close: function () {
+      if (!closing) {
+        closed = true;
+        closing = new Promise(function (resolve) {
+          timers.forEach(clearTimeout);
+          timers.clear();
+          server.close(function () { resolve(); });
+          sockets.forEach(function (s) { s.destroy(); });
+        });
+      }
+      return closing;
+    },
+  };
+
+  return new Promise(function (resolve, reject) {
+    server.once('error', reject);
+    server.listen({ host: host, port: port }, function () {
+      server.removeListener('error', reject);
+      boundPort = server.address().port;
+      // Bracket IPv6 literals so 'host:port' stays unambiguous.
+      address = (host.indexOf(':') !== -1 ? '[' + host + ']' : host) + ':' + boundPort;
+      url = 'http://' + address + TOKEN_PATH;
+      resolve(emu);
+    });
+  });
+}
+
+function jsonHeaders(length) {
+  return { 'Content-Type': 'application/json', 'Metadata-Flavor': 'Google', 'Content-Length': length };
+}
+
+function sendJson(res, status, body) {
+  const buf = Buffer.isBuffer(body) ? body : Buffer.from(body);
+  res.writeHead(status, jsonHeaders(buf.length));
+  res.end(buf);
+}
+
+function sendText(res, status, text, extra) {
+  const buf = Buffer.from(text);
+  const headers = { 'Content-Type': 'text/plain; charset=utf-8', 'Metadata-Flavor': 'Google', 'Content-Length': buf.length };
+  if (extra) Object.keys(extra).forEach(function (k) { headers[k] = extra[k]; });
+  res.writeHead(status, headers);
+  res.end(buf);
+}
+
+module.exports = {
+  startEmulator: startEmulator,
+  normalizeFault: normalizeFault,
+  fingerprint: fingerprint,
+  TOKEN_PATH: TOKEN_PATH,
+};

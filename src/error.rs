@@ -1,0 +1,131 @@
+//! One error type for the whole core: the code JavaScript sees as `err.code`, whether another
+//! attempt can help, and a message that names the URL and what to do — never the token.
+
+use std::fmt;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Error {
+    /// Refused, no route, or the connection broke before a whole response arrived.
+    Unreachable(&'static str),
+    /// One attempt (connect + response) or the whole call ran out of time.
+    Timeout,
+    /// HTTP 404: no service account is attached to the VM, function or container revision.
+    NoServiceAccount,
+    /// Any other non-2xx status.
+    Status(u16),
+    /// Not a token: a redirect, a body too large, not JSON, a field missing or of the wrong type.
+    BadResponse(String),
+    /// An option or environment variable that cannot be used.
+    InvalidOption(String),
+    /// A bug in this package (a panic), turned into an error instead of a crashed process.
+    Internal,
+}
+
+pub const HINT_OFF_CLOUD: &str = "Outside Yandex Cloud or Compute Engine? Set YC_METADATA_ADDR=host:port of a \
+     metadata emulator (npx yc-metadata-token emulator) or pass { host }.";
+
+impl Error {
+    pub fn code(&self) -> &'static str {
+        match self {
+            Error::Unreachable(_) => "ERR_METADATA_UNREACHABLE",
+            Error::Timeout => "ERR_METADATA_TIMEOUT",
+            Error::NoServiceAccount => "ERR_METADATA_NO_SERVICE_ACCOUNT",
+            Error::Status(_) => "ERR_METADATA_STATUS",
+            Error::BadResponse(_) => "ERR_METADATA_BAD_RESPONSE",
+            Error::InvalidOption(_) => "ERR_INVALID_OPTION",
+            Error::Internal => "ERR_METADATA_INTERNAL",
+        }
+    }
+
+    /// Transient failures worth another attempt. A 404 is permanent and any other 4xx is a client
+    /// problem another attempt will not fix; a bad body means the wrong server, not a busy one.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Error::Unreachable(_) | Error::Timeout => true,
+            Error::Status(status) => *status == 429 || *status >= 500,
+            _ => false,
+        }
+    }
+
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            Error::Status(status) => Some(*status),
+            Error::NoServiceAccount => Some(404),
+            _ => None,
+        }
+    }
+
+    /// The message for a failed call to `url` after `attempts` attempts.
+    pub fn describe(&self, url: &str, attempts: u32) -> String {
+        let tries = if attempts > 1 {
+            format!(" (after {attempts} attempts)")
+        } else {
+            String::new()
+        };
+        match self {
+            Error::Unreachable(what) => {
+                format!("Metadata service at {url} is unreachable: {what}{tries}. {HINT_OFF_CLOUD}")
+            }
+            Error::Timeout => format!(
+                "Metadata service at {url} did not answer in time{tries}. {HINT_OFF_CLOUD}"
+            ),
+            Error::NoServiceAccount => format!(
+                "Metadata service at {url} has no service account (HTTP 404). Attach a service \
+                 account to the container revision, function version or VM."
+            ),
+            Error::Status(403) => format!(
+                "Metadata service at {url} refused the request (HTTP 403). Requests through a proxy \
+                 or with X-Forwarded-For are refused; the token must be fetched directly."
+            ),
+            Error::Status(status) => {
+                format!("Metadata service at {url} answered HTTP {status}{tries}.")
+            }
+            Error::BadResponse(what) => format!(
+                "Metadata service at {url} sent a bad response: {what}. Is YC_METADATA_ADDR \
+                 pointing at a GCE-compatible metadata service?"
+            ),
+            Error::InvalidOption(what) => what.clone(),
+            Error::Internal => format!(
+                "Internal error in yc-metadata-token while fetching from {url}; please report it."
+            ),
+        }
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.code())
+    }
+}
+
+impl std::error::Error for Error {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retries_only_transient_failures() {
+        assert!(Error::Unreachable("connection refused").is_retryable());
+        assert!(Error::Timeout.is_retryable());
+        for status in [429, 500, 502, 503, 504] {
+            assert!(Error::Status(status).is_retryable(), "{status}");
+        }
+        for status in [400, 401, 403, 405, 410] {
+            assert!(!Error::Status(status).is_retryable(), "{status}");
+        }
+        assert!(!Error::NoServiceAccount.is_retryable());
+        assert!(!Error::BadResponse("x".into()).is_retryable());
+        assert!(!Error::Internal.is_retryable());
+    }
+
+    #[test]
+    fn messages_name_the_url_and_a_hint() {
+        let url = "http://127.0.0.1:1/computeMetadata/v1/instance/service-accounts/default/token";
+        let m = Error::Unreachable("connection refused").describe(url, 5);
+        assert!(m.contains(url) && m.contains("after 5 attempts") && m.contains("YC_METADATA_ADDR"));
+        assert!(Error::NoServiceAccount.describe(url, 1).contains("Attach a service account"));
+        assert!(Error::Status(503).describe(url, 1).contains("HTTP 503"));
+        assert_eq!(Error::Status(503).status(), Some(503));
+    }
+}

@@ -1,0 +1,203 @@
+//! One HTTP attempt: GET the token path, classify the answer, read a capped body, validate it.
+
+use crate::error::Error;
+use std::time::Duration;
+
+/// A token response is a few hundred bytes (Yandex IAM tokens ~300, Google access tokens under
+/// 2 KiB); 16 KiB leaves room for any real one and stops a hostile or wrong server at once.
+pub const MAX_BODY_BYTES: usize = 16 * 1024;
+/// Tokens live 12 hours at most; anything beyond ~136 years is a broken server, and capping it
+/// keeps every time computation far from overflow.
+pub const MAX_EXPIRES_IN_SECS: u64 = u32::MAX as u64;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fetched {
+    pub token: String,
+    pub expires_in: Duration,
+}
+
+/// A client that never uses a proxy (a proxy would see the token) and never follows a redirect
+/// (the Location would get the Metadata-Flavor header and the token request).
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent(concat!("yc-metadata-token/", env!("CARGO_PKG_VERSION")))
+        // One kept-alive connection is all a single-flight client ever needs.
+        .pool_max_idle_per_host(1)
+        .build()
+        .expect("a plain HTTP client without TLS always builds")
+}
+
+/// One attempt, bounded by `timeout` from connect to the last byte of the body.
+pub async fn attempt(client: &reqwest::Client, url: &str, timeout: Duration) -> Result<Fetched, Error> {
+    tokio::time::timeout(timeout, attempt_untimed(client, url))
+        .await
+        .unwrap_or(Err(Error::Timeout))
+}
+
+async fn attempt_untimed(client: &reqwest::Client, url: &str) -> Result<Fetched, Error> {
+    let mut response = client
+        .get(url)
+        .header("Metadata-Flavor", "Google")
+        .send()
+        .await
+        .map_err(|e| transport_error(&e))?;
+    classify_status(response.status().as_u16())?;
+    if response.content_length().is_some_and(|n| n > MAX_BODY_BYTES as u64) {
+        return Err(too_large());
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(|e| transport_error(&e))? {
+        if body.len() + chunk.len() > MAX_BODY_BYTES {
+            return Err(too_large());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    parse(&body)
+}
+
+fn too_large() -> Error {
+    Error::BadResponse(format!("body larger than {MAX_BODY_BYTES} bytes"))
+}
+
+/// 2xx passes; everything else becomes its error.
+pub fn classify_status(status: u16) -> Result<(), Error> {
+    match status {
+        200..=299 => Ok(()),
+        300..=399 => Err(Error::BadResponse(format!(
+            "a redirect (HTTP {status}), which is never followed"
+        ))),
+        404 => Err(Error::NoServiceAccount),
+        _ => Err(Error::Status(status)),
+    }
+}
+
+/// Validates `{"access_token": non-empty string, "expires_in": positive integer}`. Messages name
+/// the field and its JSON type, never its value: the value may be the token.
+pub fn parse(body: &[u8]) -> Result<Fetched, Error> {
+    let bad = |what: &str| Error::BadResponse(what.to_string());
+    let json: serde_json::Value =
+        serde_json::from_slice(body).map_err(|_| bad("the body is not valid JSON"))?;
+    let object = json.as_object().ok_or_else(|| bad("the body is not a JSON object"))?;
+    let token = match object.get("access_token") {
+        None => return Err(bad("field access_token is missing")),
+        Some(serde_json::Value::String(s)) if s.is_empty() => {
+            return Err(bad("field access_token is an empty string"))
+        }
+        // Control characters would let a token split an Authorization header.
+        Some(serde_json::Value::String(s)) if s.chars().any(char::is_control) => {
+            return Err(bad("field access_token contains control characters"))
+        }
+        Some(serde_json::Value::String(s)) => s.clone(),
+        Some(other) => {
+            return Err(Error::BadResponse(format!(
+                "field access_token must be a string, got {}",
+                json_type(other)
+            )))
+        }
+    };
+    let expires_in = match object.get("expires_in") {
+        None => return Err(bad("field expires_in is missing")),
+        Some(serde_json::Value::Number(n)) => match n.as_u64() {
+            Some(0) => return Err(bad("field expires_in must be positive, got 0")),
+            Some(secs) if secs <= MAX_EXPIRES_IN_SECS => Duration::from_secs(secs),
+            Some(_) => return Err(bad("field expires_in is implausibly large")),
+            None if n.as_f64().is_some_and(|f| f < 0.0) => {
+                return Err(bad("field expires_in must be positive, got a negative number"))
+            }
+            None => return Err(bad("field expires_in must be a whole number of seconds")),
+        },
+        Some(other) => {
+            return Err(Error::BadResponse(format!(
+                "field expires_in must be a number, got {}",
+                json_type(other)
+            )))
+        }
+    };
+    Ok(Fetched { token, expires_in })
+}
+
+fn json_type(value: &serde_json::Value) -> &'static str {
+    match value {
+        serde_json::Value::Null => "null",
+        serde_json::Value::Bool(_) => "boolean",
+        serde_json::Value::Number(_) => "number",
+        serde_json::Value::String(_) => "string",
+        serde_json::Value::Array(_) => "array",
+        serde_json::Value::Object(_) => "object",
+    }
+}
+
+/// Names what went wrong on the wire from the innermost I/O error, in our words: reqwest's own
+/// message is not passed on.
+fn transport_error(error: &reqwest::Error) -> Error {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(e) = source {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            use std::io::ErrorKind::*;
+            return Error::Unreachable(match io.kind() {
+                ConnectionRefused => "connection refused",
+                HostUnreachable | NetworkUnreachable => "no route to host",
+                ConnectionReset | ConnectionAborted => "connection reset",
+                TimedOut => "connection timed out",
+                _ => "network error",
+            });
+        }
+        source = e.source();
+    }
+    if error.is_connect() {
+        Error::Unreachable("could not connect")
+    } else {
+        Error::Unreachable("connection closed before the whole response arrived")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bad(body: &str) -> String {
+        match parse(body.as_bytes()) {
+            Err(Error::BadResponse(m)) => m,
+            other => panic!("{body}: expected BadResponse, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn parses_a_token() {
+        let f = parse(br#"{"access_token":"t1.abc","expires_in":3600,"token_type":"Bearer"}"#);
+        assert_eq!(
+            f.unwrap(),
+            Fetched { token: "t1.abc".into(), expires_in: Duration::from_secs(3600) }
+        );
+    }
+
+    #[test]
+    fn names_the_wrong_field_without_echoing_it() {
+        assert!(bad("not json").contains("not valid JSON"));
+        assert!(bad("[1]").contains("not a JSON object"));
+        assert!(bad(r#"{"expires_in":1}"#).contains("access_token is missing"));
+        assert!(bad(r#"{"access_token":"","expires_in":1}"#).contains("empty"));
+        assert!(bad(r#"{"access_token":5,"expires_in":1}"#).contains("must be a string, got number"));
+        assert!(bad(r#"{"access_token":"a\nb","expires_in":1}"#).contains("control"));
+        assert!(bad(r#"{"access_token":"secret-x"}"#).contains("expires_in is missing"));
+        assert!(bad(r#"{"access_token":"secret-x","expires_in":"3600"}"#).contains("got string"));
+        assert!(bad(r#"{"access_token":"secret-x","expires_in":0}"#).contains("positive"));
+        assert!(bad(r#"{"access_token":"secret-x","expires_in":-5}"#).contains("negative"));
+        assert!(bad(r#"{"access_token":"secret-x","expires_in":1.5}"#).contains("whole"));
+        assert!(bad(r#"{"access_token":"secret-x","expires_in":1e300}"#).contains("whole"));
+        assert!(bad(r#"{"access_token":"secret-x","expires_in":99999999999}"#).contains("large"));
+        for body in [r#"{"access_token":"secret-x","expires_in":null}"#, r#"{"access_token":"secret-x","expires_in":-1}"#] {
+            assert!(!bad(body).contains("secret-x"));
+        }
+    }
+
+    #[test]
+    fn classifies_statuses() {
+        assert_eq!(classify_status(200), Ok(()));
+        assert_eq!(classify_status(404), Err(Error::NoServiceAccount));
+        assert_eq!(classify_status(503), Err(Error::Status(503)));
+        assert!(matches!(classify_status(302), Err(Error::BadResponse(m)) if m.contains("redirect")));
+    }
+}

@@ -1,0 +1,182 @@
+//! The N-API surface, and only that: JavaScript values in, core calls, JavaScript values out.
+//! The JavaScript side (index.js) turns failures into `Error`s with their `code`.
+
+mod cache;
+mod config;
+mod error;
+mod fetch;
+mod provider;
+mod retry;
+
+use cache::{Failure, Token};
+use config::{Environment, OptionValue};
+use napi::bindgen_prelude::*;
+use napi_derive::napi;
+use std::sync::Arc;
+
+/// A token as JavaScript gets it; times in milliseconds.
+#[napi(object)]
+pub struct Snapshot {
+    pub token: String,
+    pub expires_in_ms: f64,
+    pub fresh_for_ms: f64,
+}
+
+/// The result of a fetch: `token` and times on success, `code` and `message` on failure.
+#[napi(object)]
+pub struct Outcome {
+    pub token: Option<String>,
+    pub expires_in_ms: Option<f64>,
+    pub fresh_for_ms: Option<f64>,
+    pub code: Option<String>,
+    pub message: Option<String>,
+    pub status: Option<u32>,
+    pub attempts: u32,
+}
+
+#[napi(object)]
+pub struct NativeStats {
+    pub requests: f64,
+    pub retries: f64,
+    pub fetches: f64,
+    pub background_refreshes: f64,
+    pub failures: f64,
+    pub last_error_code: Option<String>,
+    pub expires_in_ms: Option<f64>,
+}
+
+#[napi]
+pub struct NativeProvider {
+    cache: Arc<cache::Cache>,
+    url: Arc<str>,
+}
+
+#[napi]
+impl NativeProvider {
+    /// Throws an `Error` with `code` `ERR_INVALID_OPTION` for an option it cannot use.
+    #[napi(constructor)]
+    pub fn new(
+        options: Unknown,
+        yc_metadata_addr: Option<String>,
+        gce_metadata_host: Option<String>,
+        shared: bool,
+    ) -> Result<Self, String> {
+        let invalid = |e: error::Error| Error::new(e.code().to_string(), e.describe("", 0));
+        let options = option_pairs(options).map_err(invalid)?;
+        let env = Environment { yc_metadata_addr, gce_metadata_host };
+        let settings = config::settings(&options, &env).map_err(invalid)?;
+        Ok(NativeProvider {
+            cache: provider::provider(&settings, shared),
+            url: settings.url().into(),
+        })
+    }
+
+    /// The cached token if it is usable now, else `null`. No thread hop, no network.
+    #[napi]
+    pub fn peek(&self) -> Option<Snapshot> {
+        self.cache.peek().map(snapshot)
+    }
+
+    /// A promise of an `Outcome`; concurrent calls share one upstream fetch.
+    #[napi(ts_return_type = "Promise<Outcome>")]
+    pub fn fetch<'env>(&self, env: &'env Env, force: bool) -> napi::Result<Object<'env>> {
+        let (deferred, promise) = env.create_deferred()?;
+        let url = Arc::clone(&self.url);
+        self.cache.get(
+            force,
+            Box::new(move |result| deferred.resolve(move |_| Ok(outcome(result, &url)))),
+        );
+        Ok(promise)
+    }
+
+    #[napi]
+    pub fn stats(&self) -> NativeStats {
+        let s = self.cache.stats();
+        NativeStats {
+            requests: s.requests as f64,
+            retries: s.retries as f64,
+            fetches: s.fetches as f64,
+            background_refreshes: s.background_refreshes as f64,
+            failures: s.failures as f64,
+            last_error_code: s.last_error.map(String::from),
+            expires_in_ms: s.expires_in.map(millis),
+        }
+    }
+
+    #[napi(getter)]
+    pub fn url(&self) -> String {
+        self.url.to_string()
+    }
+}
+
+fn millis(d: std::time::Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+fn snapshot(t: Token) -> Snapshot {
+    Snapshot { token: t.token, expires_in_ms: millis(t.expires_in), fresh_for_ms: millis(t.fresh_for) }
+}
+
+fn outcome(result: std::result::Result<Token, Failure>, url: &str) -> Outcome {
+    match result {
+        Ok(t) => Outcome {
+            token: Some(t.token),
+            expires_in_ms: Some(millis(t.expires_in)),
+            fresh_for_ms: Some(millis(t.fresh_for)),
+            code: None,
+            message: None,
+            status: None,
+            attempts: 0,
+        },
+        Err(f) => Outcome {
+            token: None,
+            expires_in_ms: None,
+            fresh_for_ms: None,
+            code: Some(f.error.code().to_string()),
+            message: Some(f.error.describe(url, f.attempts)),
+            status: f.error.status().map(u32::from),
+            attempts: f.attempts,
+        },
+    }
+}
+
+/// The options object as (name, value) pairs; `undefined` and `null` count as absent.
+fn option_pairs(options: Unknown) -> std::result::Result<Vec<(String, OptionValue)>, error::Error> {
+    let js_error = |_| error::Error::InvalidOption("options could not be read".into());
+    match options.get_type().map_err(js_error)? {
+        ValueType::Undefined | ValueType::Null => return Ok(Vec::new()),
+        ValueType::Object => {}
+        other => {
+            return Err(error::Error::InvalidOption(format!(
+                "options must be an object, got {}",
+                type_name(other)
+            )))
+        }
+    }
+    let object = unsafe { options.cast::<Object>() }.map_err(js_error)?;
+    let mut pairs = Vec::new();
+    for name in Object::keys(&object).map_err(js_error)? {
+        let value: Unknown = object.get_named_property(&name).map_err(js_error)?;
+        let value = match value.get_type().map_err(js_error)? {
+            ValueType::Undefined | ValueType::Null => OptionValue::Absent,
+            ValueType::Number => OptionValue::Number(unsafe { value.cast::<f64>() }.map_err(js_error)?),
+            ValueType::String => OptionValue::Text(unsafe { value.cast::<String>() }.map_err(js_error)?),
+            other => OptionValue::Other(type_name(other)),
+        };
+        pairs.push((name, value));
+    }
+    Ok(pairs)
+}
+
+fn type_name(t: ValueType) -> &'static str {
+    match t {
+        ValueType::Boolean => "boolean",
+        ValueType::Number => "number",
+        ValueType::String => "string",
+        ValueType::Symbol => "symbol",
+        ValueType::Function => "function",
+        ValueType::Null => "null",
+        ValueType::Undefined => "undefined",
+        _ => "object",
+    }
+}
