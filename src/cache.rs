@@ -53,7 +53,10 @@ pub struct Stamp {
 
 impl Stamp {
     pub fn now() -> Stamp {
-        Stamp { mono: Instant::now(), wall: SystemTime::now() }
+        Stamp {
+            mono: Instant::now(),
+            wall: SystemTime::now(),
+        }
     }
 
     pub fn since(&self, earlier: &Stamp) -> Duration {
@@ -112,7 +115,9 @@ impl Held {
     }
 
     fn margin(&self, configured: Duration) -> Duration {
-        configured.min(self.lifetime / REFRESH_MARGIN_DIVISOR).max(self.skew())
+        configured
+            .min(self.lifetime / REFRESH_MARGIN_DIVISOR)
+            .max(self.skew())
     }
 }
 
@@ -148,7 +153,12 @@ impl Cache {
         refresh_margin: Duration,
         runtime: fn() -> tokio::runtime::Handle,
     ) -> Arc<Cache> {
-        Arc::new(Cache { upstream, refresh_margin, runtime, state: Mutex::default() })
+        Arc::new(Cache {
+            upstream,
+            refresh_margin,
+            runtime,
+            state: Mutex::default(),
+        })
     }
 
     /// The cached token if it can be used now, without waiting; inside the refresh margin this
@@ -200,14 +210,20 @@ impl Cache {
         let now = Stamp::now();
         let state = self.lock();
         let mut stats = state.stats.clone();
-        stats.expires_in = state.held.as_ref().and_then(|h| self.view(h, &now)).map(|t| t.expires_in);
+        stats.expires_in = state
+            .held
+            .as_ref()
+            .and_then(|h| self.view(h, &now))
+            .map(|t| t.expires_in);
         stats
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
         // A panic elsewhere never leaves State half-written (each update is a plain assignment),
         // so a poisoned lock is safe to keep using.
-        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// A token from memory if one is usable now. Marks the flight as taken when the caller is to
@@ -263,14 +279,22 @@ impl Cache {
         state.stats.retries += u64::from(attempts.saturating_sub(1));
         let result = match result {
             Ok(fetched) => {
-                let held = Held { token: fetched.token, lifetime: fetched.expires_in, sent };
+                let held = Held {
+                    token: fetched.token,
+                    lifetime: fetched.expires_in,
+                    sent,
+                };
                 state.background_failures = 0;
                 state.background_not_before = Some(now.mono + BACKGROUND_MIN_INTERVAL);
                 // Waiters take the token even inside its skew: it is not expired, and a fetch
                 // slower than a tenth of the token's life will not go faster when repeated.
                 let remaining = held.remaining(&now);
                 let fresh_for = remaining.saturating_sub(held.margin(self.refresh_margin));
-                let token = Token { token: held.token.clone(), expires_in: remaining, fresh_for };
+                let token = Token {
+                    token: held.token.clone(),
+                    expires_in: remaining,
+                    fresh_for,
+                };
                 state.held = Some(held);
                 if remaining.is_zero() {
                     Err(Failure {
@@ -288,10 +312,9 @@ impl Cache {
                 let backoff = BACKGROUND_BACKOFF.ceiling(state.background_failures);
                 let jittered = backoff.mul_f64(0.5 + random_fraction() / 2.0);
                 // Try again before the cached token runs out, however far the backoff has grown.
-                let usable = state
-                    .held
-                    .as_ref()
-                    .map_or(Duration::ZERO, |h| h.remaining(&now).saturating_sub(h.skew()));
+                let usable = state.held.as_ref().map_or(Duration::ZERO, |h| {
+                    h.remaining(&now).saturating_sub(h.skew())
+                });
                 let wait = jittered.min(usable / 2).max(BACKGROUND_MIN_INTERVAL);
                 state.background_not_before = Some(now.mono + wait);
                 Err(Failure { error, attempts })
@@ -338,13 +361,25 @@ mod tests {
     }
 
     fn token(name: &str, secs: u64) -> Result<Fetched, Error> {
-        Ok(Fetched { token: name.into(), expires_in: Duration::from_secs(secs) })
+        Ok(Fetched {
+            token: name.into(),
+            expires_in: Duration::from_secs(secs),
+        })
     }
 
-    fn cache(margin_secs: u64, script: Vec<(u64, Result<Fetched, Error>)>) -> (Arc<Cache>, Arc<AtomicU32>) {
+    fn cache(
+        margin_secs: u64,
+        script: Vec<(u64, Result<Fetched, Error>)>,
+    ) -> (Arc<Cache>, Arc<AtomicU32>) {
         let fetches = Arc::new(AtomicU32::new(0));
-        let outcomes = script.into_iter().map(|(ms, r)| (Duration::from_millis(ms), r)).collect();
-        let upstream = Script { outcomes: Mutex::new(outcomes), fetches: fetches.clone() };
+        let outcomes = script
+            .into_iter()
+            .map(|(ms, r)| (Duration::from_millis(ms), r))
+            .collect();
+        let upstream = Script {
+            outcomes: Mutex::new(outcomes),
+            fetches: fetches.clone(),
+        };
         let cache = Cache::new(
             Box::new(upstream),
             Duration::from_secs(margin_secs),
@@ -354,7 +389,10 @@ mod tests {
     }
 
     /// Calls `get` now; the future resolves with what its waiter was handed.
-    fn get(cache: &Arc<Cache>, force: bool) -> impl Future<Output = Result<Token, Failure>> + Send + 'static {
+    fn get(
+        cache: &Arc<Cache>,
+        force: bool,
+    ) -> impl Future<Output = Result<Token, Failure>> + Send + 'static {
         let (tx, rx) = oneshot::channel();
         cache.get(force, Box::new(move |r| drop(tx.send(r))));
         async move { rx.await.unwrap() }
@@ -365,7 +403,10 @@ mod tests {
         let mut state = cache.lock();
         let held = state.held.as_mut().unwrap();
         let by = Duration::from_secs_f64(secs);
-        held.sent = Stamp { mono: held.sent.mono - by, wall: held.sent.wall - by };
+        held.sent = Stamp {
+            mono: held.sent.mono - by,
+            wall: held.sent.wall - by,
+        };
         state.background_not_before = None;
     }
 
@@ -379,15 +420,25 @@ mod tests {
     #[test]
     fn clocks_take_the_larger_reading() {
         let a = Stamp::now();
-        let suspended = Stamp { mono: a.mono + Duration::from_secs(1), wall: a.wall + Duration::from_secs(60) };
+        let suspended = Stamp {
+            mono: a.mono + Duration::from_secs(1),
+            wall: a.wall + Duration::from_secs(60),
+        };
         assert_eq!(suspended.since(&a), Duration::from_secs(60));
-        let stepped_back = Stamp { mono: a.mono + Duration::from_secs(5), wall: a.wall - Duration::from_secs(60) };
+        let stepped_back = Stamp {
+            mono: a.mono + Duration::from_secs(5),
+            wall: a.wall - Duration::from_secs(60),
+        };
         assert_eq!(stepped_back.since(&a), Duration::from_secs(5));
     }
 
     #[test]
     fn margins_scale_with_lifetime() {
-        let held = |secs: u64| Held { token: "t".into(), lifetime: Duration::from_secs(secs), sent: Stamp::now() };
+        let held = |secs: u64| Held {
+            token: "t".into(),
+            lifetime: Duration::from_secs(secs),
+            sent: Stamp::now(),
+        };
         let margin = Duration::from_secs(240);
         assert_eq!(held(43_200).margin(margin), margin);
         assert_eq!(held(43_200).skew(), MAX_EXPIRY_SKEW);
@@ -449,7 +500,11 @@ mod tests {
     async fn a_failed_background_refresh_is_not_the_callers_problem() {
         let (cache, fetches) = cache(
             240,
-            vec![(0, token("a", 3600)), (0, Err(Error::Status(503))), (0, token("b", 3600))],
+            vec![
+                (0, token("a", 3600)),
+                (0, Err(Error::Status(503))),
+                (0, token("b", 3600)),
+            ],
         );
         get(&cache, false).await.unwrap();
         age(&cache, 3500.0);
@@ -506,7 +561,10 @@ mod tests {
 
     #[tokio::test]
     async fn failures_reach_waiters_and_the_next_call_tries_again() {
-        let (cache, fetches) = cache(240, vec![(0, Err(Error::NoServiceAccount)), (0, token("a", 60))]);
+        let (cache, fetches) = cache(
+            240,
+            vec![(0, Err(Error::NoServiceAccount)), (0, token("a", 60))],
+        );
         let err = get(&cache, false).await.unwrap_err();
         assert_eq!(err.error, Error::NoServiceAccount);
         assert_eq!(get(&cache, false).await.unwrap().token, "a");
@@ -520,9 +578,9 @@ mod tests {
         assert_eq!(get(&cache, false).await.unwrap().token, "a");
     }
 
-    async fn futures_join<F: Future>(futures: Vec<F>) -> Vec<F::Output>
+    async fn futures_join<F>(futures: Vec<F>) -> Vec<F::Output>
     where
-        F: Send + 'static,
+        F: Future + Send + 'static,
         F::Output: Send + 'static,
     {
         let handles: Vec<_> = futures.into_iter().map(tokio::spawn).collect();

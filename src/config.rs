@@ -154,7 +154,14 @@ fn valid_host(value: &str, what: &str) -> Result<String, Error> {
         }
         match after {
             "" => (inside, None),
-            _ => (inside, Some(after.strip_prefix(':').ok_or_else(|| bad("junk after ']'"))?)),
+            _ => (
+                inside,
+                Some(
+                    after
+                        .strip_prefix(':')
+                        .ok_or_else(|| bad("junk after ']'"))?,
+                ),
+            ),
         }
     } else {
         match value.split_once(':') {
@@ -166,10 +173,13 @@ fn valid_host(value: &str, what: &str) -> Result<String, Error> {
         let label_ok = |l: &str| {
             !l.is_empty()
                 && l.len() <= 63
-                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+                && l.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
         };
         if name.is_empty() || name.len() > 253 || !name.split('.').all(label_ok) {
-            return Err(bad("with a valid host name or IPv4 address and nothing else"));
+            return Err(bad(
+                "with a valid host name or IPv4 address and nothing else",
+            ));
         }
     }
     if let Some(port) = port {
@@ -221,7 +231,7 @@ fn number(name: &str, value: &OptionValue) -> Result<f64, Error> {
 
 fn millis(name: &str, value: &OptionValue) -> Result<Duration, Error> {
     let n = number(name, value)?;
-    if n < 1.0 || n > MAX_MILLIS {
+    if !(1.0..=MAX_MILLIS).contains(&n) {
         return Err(invalid(format!(
             "option {name} must be from 1 to {MAX_MILLIS} milliseconds, got {n}"
         )));
@@ -234,7 +244,10 @@ mod tests {
     use super::*;
 
     fn opts(pairs: &[(&str, OptionValue)]) -> Vec<(String, OptionValue)> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.clone())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect()
     }
 
     fn env(yc: Option<&str>, gce: Option<&str>) -> Environment {
@@ -275,15 +288,37 @@ mod tests {
 
     #[test]
     fn accepts_host_forms() {
-        for h in ["127.0.0.1", "127.0.0.1:8080", "metadata.google.internal", "localhost:80", "[::1]", "[::1]:8080"] {
-            let s = settings(&opts(&[("host", OptionValue::Text(h.into()))]), &Environment::default());
+        for h in [
+            "127.0.0.1",
+            "127.0.0.1:8080",
+            "metadata.google.internal",
+            "localhost:80",
+            "[::1]",
+            "[::1]:8080",
+        ] {
+            let s = settings(
+                &opts(&[("host", OptionValue::Text(h.into()))]),
+                &Environment::default(),
+            );
             assert_eq!(s.unwrap().host, h);
         }
     }
 
     #[test]
     fn rejects_bad_hosts_naming_the_option() {
-        for h in ["http://x/", "", "x/y", "a:0", "a:65536", "a:b", "[::1", "[zz]", "a b", "a:80/x", "user@h"] {
+        for h in [
+            "http://x/",
+            "",
+            "x/y",
+            "a:0",
+            "a:65536",
+            "a:b",
+            "[::1",
+            "[zz]",
+            "a b",
+            "a:80/x",
+            "user@h",
+        ] {
             let m = err_of(&[("host", OptionValue::Text(h.into()))]);
             assert!(m.contains("option host"), "{h}: {m}");
         }
@@ -294,13 +329,18 @@ mod tests {
     #[test]
     fn rejects_bad_numbers_naming_the_option() {
         assert!(err_of(&[("timeoutMs", OptionValue::Number(-1.0))]).contains("timeoutMs"));
-        assert!(err_of(&[("timeoutMs", OptionValue::Text("100".into()))]).contains("must be a number, got string"));
+        assert!(err_of(&[("timeoutMs", OptionValue::Text("100".into()))])
+            .contains("must be a number, got string"));
         assert!(err_of(&[("deadlineMs", OptionValue::Number(f64::NAN))]).contains("deadlineMs"));
         assert!(err_of(&[("maxAttempts", OptionValue::Number(0.0))]).contains("maxAttempts"));
         assert!(err_of(&[("maxAttempts", OptionValue::Number(2.5))]).contains("maxAttempts"));
-        assert!(err_of(&[("refreshMarginSeconds", OptionValue::Number(-1.0))]).contains("refreshMarginSeconds"));
+        assert!(
+            err_of(&[("refreshMarginSeconds", OptionValue::Number(-1.0))])
+                .contains("refreshMarginSeconds")
+        );
         assert!(err_of(&[("host", OptionValue::Other("object"))]).contains("got object"));
-        assert!(err_of(&[("timeoutMS", OptionValue::Number(5.0))]).contains("unknown option \"timeoutMS\""));
+        assert!(err_of(&[("timeoutMS", OptionValue::Number(5.0))])
+            .contains("unknown option \"timeoutMS\""));
     }
 
     #[test]

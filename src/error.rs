@@ -21,7 +21,8 @@ pub enum Error {
     Internal,
 }
 
-pub const HINT_OFF_CLOUD: &str = "Outside Yandex Cloud or Compute Engine? Set YC_METADATA_ADDR=host:port of a \
+pub const HINT_OFF_CLOUD: &str =
+    "Outside Yandex Cloud or Compute Engine? Set YC_METADATA_ADDR=host:port of a \
      metadata emulator (npx yc-metadata-token emulator) or pass { host }.";
 
 impl Error {
@@ -123,8 +124,12 @@ mod tests {
     fn messages_name_the_url_and_a_hint() {
         let url = "http://127.0.0.1:1/computeMetadata/v1/instance/service-accounts/default/token";
         let m = Error::Unreachable("connection refused").describe(url, 5);
-        assert!(m.contains(url) && m.contains("after 5 attempts") && m.contains("YC_METADATA_ADDR"));
-        assert!(Error::NoServiceAccount.describe(url, 1).contains("Attach a service account"));
+        assert!(
+            m.contains(url) && m.contains("after 5 attempts") && m.contains("YC_METADATA_ADDR")
+        );
+        assert!(Error::NoServiceAccount
+            .describe(url, 1)
+            .contains("Attach a service account"));
         assert!(Error::Status(503).describe(url, 1).contains("HTTP 503"));
         assert_eq!(Error::Status(503).status(), Some(503));
     }

@@ -30,7 +30,11 @@ pub fn client() -> reqwest::Client {
 }
 
 /// One attempt, bounded by `timeout` from connect to the last byte of the body.
-pub async fn attempt(client: &reqwest::Client, url: &str, timeout: Duration) -> Result<Fetched, Error> {
+pub async fn attempt(
+    client: &reqwest::Client,
+    url: &str,
+    timeout: Duration,
+) -> Result<Fetched, Error> {
     tokio::time::timeout(timeout, attempt_untimed(client, url))
         .await
         .unwrap_or(Err(Error::Timeout))
@@ -44,7 +48,10 @@ async fn attempt_untimed(client: &reqwest::Client, url: &str) -> Result<Fetched,
         .await
         .map_err(|e| transport_error(&e))?;
     classify_status(response.status().as_u16())?;
-    if response.content_length().is_some_and(|n| n > MAX_BODY_BYTES as u64) {
+    if response
+        .content_length()
+        .is_some_and(|n| n > MAX_BODY_BYTES as u64)
+    {
         return Err(too_large());
     }
     let mut body = Vec::new();
@@ -79,7 +86,9 @@ pub fn parse(body: &[u8]) -> Result<Fetched, Error> {
     let bad = |what: &str| Error::BadResponse(what.to_string());
     let json: serde_json::Value =
         serde_json::from_slice(body).map_err(|_| bad("the body is not valid JSON"))?;
-    let object = json.as_object().ok_or_else(|| bad("the body is not a JSON object"))?;
+    let object = json
+        .as_object()
+        .ok_or_else(|| bad("the body is not a JSON object"))?;
     let token = match object.get("access_token") {
         None => return Err(bad("field access_token is missing")),
         Some(serde_json::Value::String(s)) if s.is_empty() => {
@@ -104,7 +113,9 @@ pub fn parse(body: &[u8]) -> Result<Fetched, Error> {
             Some(secs) if secs <= MAX_EXPIRES_IN_SECS => Duration::from_secs(secs),
             Some(_) => return Err(bad("field expires_in is implausibly large")),
             None if n.as_f64().is_some_and(|f| f < 0.0) => {
-                return Err(bad("field expires_in must be positive, got a negative number"))
+                return Err(bad(
+                    "field expires_in must be positive, got a negative number",
+                ))
             }
             None => return Err(bad("field expires_in must be a whole number of seconds")),
         },
@@ -169,7 +180,10 @@ mod tests {
         let f = parse(br#"{"access_token":"t1.abc","expires_in":3600,"token_type":"Bearer"}"#);
         assert_eq!(
             f.unwrap(),
-            Fetched { token: "t1.abc".into(), expires_in: Duration::from_secs(3600) }
+            Fetched {
+                token: "t1.abc".into(),
+                expires_in: Duration::from_secs(3600)
+            }
         );
     }
 
@@ -179,7 +193,9 @@ mod tests {
         assert!(bad("[1]").contains("not a JSON object"));
         assert!(bad(r#"{"expires_in":1}"#).contains("access_token is missing"));
         assert!(bad(r#"{"access_token":"","expires_in":1}"#).contains("empty"));
-        assert!(bad(r#"{"access_token":5,"expires_in":1}"#).contains("must be a string, got number"));
+        assert!(
+            bad(r#"{"access_token":5,"expires_in":1}"#).contains("must be a string, got number")
+        );
         assert!(bad(r#"{"access_token":"a\nb","expires_in":1}"#).contains("control"));
         assert!(bad(r#"{"access_token":"secret-x"}"#).contains("expires_in is missing"));
         assert!(bad(r#"{"access_token":"secret-x","expires_in":"3600"}"#).contains("got string"));
@@ -188,7 +204,10 @@ mod tests {
         assert!(bad(r#"{"access_token":"secret-x","expires_in":1.5}"#).contains("whole"));
         assert!(bad(r#"{"access_token":"secret-x","expires_in":1e300}"#).contains("whole"));
         assert!(bad(r#"{"access_token":"secret-x","expires_in":99999999999}"#).contains("large"));
-        for body in [r#"{"access_token":"secret-x","expires_in":null}"#, r#"{"access_token":"secret-x","expires_in":-1}"#] {
+        for body in [
+            r#"{"access_token":"secret-x","expires_in":null}"#,
+            r#"{"access_token":"secret-x","expires_in":-1}"#,
+        ] {
             assert!(!bad(body).contains("secret-x"));
         }
     }
@@ -198,6 +217,8 @@ mod tests {
         assert_eq!(classify_status(200), Ok(()));
         assert_eq!(classify_status(404), Err(Error::NoServiceAccount));
         assert_eq!(classify_status(503), Err(Error::Status(503)));
-        assert!(matches!(classify_status(302), Err(Error::BadResponse(m)) if m.contains("redirect")));
+        assert!(
+            matches!(classify_status(302), Err(Error::BadResponse(m)) if m.contains("redirect"))
+        );
     }
 }

@@ -63,7 +63,10 @@ impl NativeProvider {
     ) -> Result<Self, String> {
         let invalid = |e: error::Error| Error::new(e.code().to_string(), e.describe("", 0));
         let options = option_pairs(options).map_err(invalid)?;
-        let env = Environment { yc_metadata_addr, gce_metadata_host };
+        let env = Environment {
+            yc_metadata_addr,
+            gce_metadata_host,
+        };
         let settings = config::settings(&options, &env).map_err(invalid)?;
         Ok(NativeProvider {
             cache: provider::provider(&settings, shared),
@@ -114,7 +117,11 @@ fn millis(d: std::time::Duration) -> f64 {
 }
 
 fn snapshot(t: Token) -> Snapshot {
-    Snapshot { token: t.token, expires_in_ms: millis(t.expires_in), fresh_for_ms: millis(t.fresh_for) }
+    Snapshot {
+        token: t.token,
+        expires_in_ms: millis(t.expires_in),
+        fresh_for_ms: millis(t.fresh_for),
+    }
 }
 
 fn outcome(result: std::result::Result<Token, Failure>, url: &str) -> Outcome {
@@ -159,8 +166,12 @@ fn option_pairs(options: Unknown) -> std::result::Result<Vec<(String, OptionValu
         let value: Unknown = object.get_named_property(&name).map_err(js_error)?;
         let value = match value.get_type().map_err(js_error)? {
             ValueType::Undefined | ValueType::Null => OptionValue::Absent,
-            ValueType::Number => OptionValue::Number(unsafe { value.cast::<f64>() }.map_err(js_error)?),
-            ValueType::String => OptionValue::Text(unsafe { value.cast::<String>() }.map_err(js_error)?),
+            ValueType::Number => {
+                OptionValue::Number(unsafe { value.cast::<f64>() }.map_err(js_error)?)
+            }
+            ValueType::String => {
+                OptionValue::Text(unsafe { value.cast::<String>() }.map_err(js_error)?)
+            }
             other => OptionValue::Other(type_name(other)),
         };
         pairs.push((name, value));

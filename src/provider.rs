@@ -47,7 +47,9 @@ impl Upstream for Metadata {
     fn fetch(&self) -> BoxFuture<(Result<Fetched, Error>, u32)> {
         let url = Arc::clone(&self.url);
         let policy = self.policy;
-        Box::pin(async move { retry::run(&policy, |timeout| fetch::attempt(client(), &url, timeout)).await })
+        Box::pin(async move {
+            retry::run(&policy, |timeout| fetch::attempt(client(), &url, timeout)).await
+        })
     }
 }
 
@@ -58,7 +60,9 @@ pub fn provider(settings: &Settings, shared: bool) -> Arc<Cache> {
         return new_cache(settings);
     }
     static SHARED: Mutex<Vec<(Settings, Arc<Cache>)>> = Mutex::new(Vec::new());
-    let mut caches = SHARED.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let mut caches = SHARED
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
     if let Some((_, cache)) = caches.iter().find(|(s, _)| s == settings) {
         return Arc::clone(cache);
     }

@@ -28,7 +28,10 @@ pub struct Backoff {
 }
 
 impl Backoff {
-    pub const DEFAULT: Backoff = Backoff { base: BACKOFF_BASE, cap: BACKOFF_CAP };
+    pub const DEFAULT: Backoff = Backoff {
+        base: BACKOFF_BASE,
+        cap: BACKOFF_CAP,
+    };
 
     /// The ceiling of the n-th wait (n from 1).
     pub fn ceiling(&self, n: u32) -> Duration {
@@ -45,7 +48,9 @@ impl Backoff {
 /// keys are enough and spare a dependency.
 pub fn random_fraction() -> f64 {
     use std::hash::{BuildHasher, Hasher};
-    let bits = std::collections::hash_map::RandomState::new().build_hasher().finish();
+    let bits = std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish();
     (bits >> 11) as f64 / (1u64 << 53) as f64
 }
 
@@ -90,11 +95,17 @@ mod tests {
             max_attempts,
             timeout: Duration::from_millis(50),
             deadline: Duration::from_millis(deadline_ms),
-            backoff: Backoff { base: Duration::from_millis(1), cap: Duration::from_millis(4) },
+            backoff: Backoff {
+                base: Duration::from_millis(1),
+                cap: Duration::from_millis(4),
+            },
         }
     }
 
-    async fn scripted(policy: &Policy, script: Vec<Result<u32, Error>>) -> (Result<u32, Error>, u32) {
+    async fn scripted(
+        policy: &Policy,
+        script: Vec<Result<u32, Error>>,
+    ) -> (Result<u32, Error>, u32) {
         let script = RefCell::new(script.into_iter());
         run(policy, |_| {
             let next = script.borrow_mut().next().expect("script ran out");
@@ -110,7 +121,9 @@ mod tests {
         assert_eq!(ms, [100, 200, 400, 800, 1000, 1000]);
         assert_eq!(b.ceiling(200), BACKOFF_CAP);
         // The default policy's waits stay inside the 2-s off-cloud bound.
-        let total: Duration = (1..crate::config::DEFAULT_MAX_ATTEMPTS).map(|n| b.ceiling(n)).sum();
+        let total: Duration = (1..crate::config::DEFAULT_MAX_ATTEMPTS)
+            .map(|n| b.ceiling(n))
+            .sum();
         assert_eq!(total, Duration::from_millis(1500));
         for n in 1..10 {
             assert!(b.delay(n) <= b.ceiling(n));
@@ -126,21 +139,37 @@ mod tests {
     #[tokio::test]
     async fn stops_at_a_permanent_error() {
         let s = vec![Err(Error::NoServiceAccount), Ok(7)];
-        assert_eq!(scripted(&policy(5, 1000), s).await, (Err(Error::NoServiceAccount), 1));
+        assert_eq!(
+            scripted(&policy(5, 1000), s).await,
+            (Err(Error::NoServiceAccount), 1)
+        );
         let s = vec![Err(Error::Unreachable("x")), Err(Error::Status(403)), Ok(7)];
-        assert_eq!(scripted(&policy(5, 1000), s).await, (Err(Error::Status(403)), 2));
+        assert_eq!(
+            scripted(&policy(5, 1000), s).await,
+            (Err(Error::Status(403)), 2)
+        );
     }
 
     #[tokio::test]
     async fn stops_after_max_attempts_with_the_last_error() {
-        let s = vec![Err(Error::Timeout), Err(Error::Unreachable("connection refused")), Ok(7)];
-        assert_eq!(scripted(&policy(2, 1000), s).await, (Err(Error::Unreachable("connection refused")), 2));
+        let s = vec![
+            Err(Error::Timeout),
+            Err(Error::Unreachable("connection refused")),
+            Ok(7),
+        ];
+        assert_eq!(
+            scripted(&policy(2, 1000), s).await,
+            (Err(Error::Unreachable("connection refused")), 2)
+        );
     }
 
     #[tokio::test]
     async fn never_runs_past_the_deadline() {
         let start = Instant::now();
-        let p = Policy { timeout: Duration::from_secs(10), ..policy(100, 120) };
+        let p = Policy {
+            timeout: Duration::from_secs(10),
+            ..policy(100, 120)
+        };
         let (result, attempts) = run(&p, |timeout| async move {
             tokio::time::sleep(timeout).await;
             Err::<u32, _>(Error::Timeout)
@@ -149,6 +178,9 @@ mod tests {
         assert_eq!(result, Err(Error::Timeout));
         assert!(attempts >= 1);
         let took = start.elapsed();
-        assert!(took >= Duration::from_millis(120) && took < Duration::from_millis(400), "{took:?}");
+        assert!(
+            took >= Duration::from_millis(120) && took < Duration::from_millis(400),
+            "{took:?}"
+        );
     }
 }

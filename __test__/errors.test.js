@@ -1,0 +1,202 @@
+'use strict'
+
+// Every error code provoked for real against the emulator, and the attempt done right: no proxy,
+// no redirect, a capped body.
+
+const test = require('node:test')
+const assert = require('node:assert/strict')
+const { withEmulator, closedPort, trapServer, runNode } = require('./helpers')
+const { TokenProvider } = require('..')
+
+const SECRET = 'secret-token-must-not-leak'
+
+async function rejection(promise) {
+  try {
+    await promise
+  } catch (err) {
+    return err
+  }
+  assert.fail('expected a rejection')
+}
+
+function assertClean(err, code) {
+  assert.equal(err.code, code, err.message)
+  assert.ok(err instanceof Error)
+  assert.doesNotMatch(err.message, new RegExp(SECRET))
+  assert.doesNotMatch(String(err.stack), new RegExp(SECRET))
+}
+
+test('ERR_METADATA_UNREACHABLE: nothing listening, with the URL and the off-cloud hint', async () => {
+  const port = await closedPort()
+  const err = await rejection(new TokenProvider({ host: '127.0.0.1:' + port }).getToken())
+  assertClean(err, 'ERR_METADATA_UNREACHABLE')
+  assert.match(err.message, new RegExp('http://127\\.0\\.0\\.1:' + port + '/computeMetadata/v1/'))
+  assert.match(err.message, /connection refused/)
+  assert.match(err.message, /YC_METADATA_ADDR/)
+})
+
+test('ERR_METADATA_TIMEOUT: a server that never answers', async () => {
+  await withEmulator({ token: SECRET }, async (emu) => {
+    emu.fault({ hang: true })
+    const started = Date.now()
+    const provider = new TokenProvider({ host: emu.address, timeoutMs: 100, deadlineMs: 250 })
+    const err = await rejection(provider.getToken())
+    assertClean(err, 'ERR_METADATA_TIMEOUT')
+    assert.ok(Date.now() - started < 2000)
+    assert.ok(emu.requests >= 1 && emu.requests <= 3, String(emu.requests))
+  })
+})
+
+test('ERR_METADATA_NO_SERVICE_ACCOUNT: a 404, not retried, with the hint', async () => {
+  await withEmulator({ token: SECRET }, async (emu) => {
+    emu.fault({ status: 404 })
+    const err = await rejection(new TokenProvider({ host: emu.address }).getToken())
+    assertClean(err, 'ERR_METADATA_NO_SERVICE_ACCOUNT')
+    assert.equal(err.status, 404)
+    assert.match(err.message, /service account/)
+    assert.equal(emu.requests, 1)
+  })
+})
+
+test('ERR_METADATA_STATUS: other statuses with err.status; 4xx not retried, 5xx retried', async () => {
+  await withEmulator({ token: SECRET }, async (emu) => {
+    emu.fault({ status: 401 })
+    const err401 = await rejection(new TokenProvider({ host: emu.address }).getToken())
+    assertClean(err401, 'ERR_METADATA_STATUS')
+    assert.equal(err401.status, 401)
+    assert.equal(emu.requests, 1)
+
+    emu.reset()
+    emu.fault({ status: 500 })
+    const err500 = await rejection(new TokenProvider({ host: emu.address, maxAttempts: 2 }).getToken())
+    assertClean(err500, 'ERR_METADATA_STATUS')
+    assert.equal(err500.status, 500)
+    assert.equal(emu.requests, 2)
+  })
+})
+
+test('ERR_METADATA_STATUS 403 from a request without Metadata-Flavor is explained', async () => {
+  await withEmulator({ token: SECRET }, async (emu) => {
+    emu.fault({ status: 403 })
+    const err = await rejection(new TokenProvider({ host: emu.address }).getToken())
+    assertClean(err, 'ERR_METADATA_STATUS')
+    assert.equal(err.status, 403)
+    assert.match(err.message, /proxy/)
+  })
+})
+
+const badBodies = [
+  ['not JSON', { garbage: true }, /not valid JSON/],
+  ['a JSON array', { body: [SECRET] }, /not a JSON object/],
+  ['access_token missing', { body: { expires_in: 3600 } }, /access_token is missing/],
+  ['access_token a number', { body: { access_token: 42, expires_in: 3600 } }, /access_token must be a string/],
+  ['access_token empty', { body: { access_token: '', expires_in: 3600 } }, /access_token is an empty string/],
+  ['expires_in missing', { body: { access_token: SECRET } }, /expires_in is missing/],
+  ['expires_in a string', { body: { access_token: SECRET, expires_in: '3600' } }, /expires_in must be a number, got string/],
+  ['expires_in zero', { body: { access_token: SECRET, expires_in: 0 } }, /expires_in must be positive/],
+  ['expires_in negative', { body: { access_token: SECRET, expires_in: -10 } }, /expires_in must be positive/],
+  ['expires_in fractional', { body: { access_token: SECRET, expires_in: 1.5 } }, /whole number/],
+  ['a truncated body', { truncate: true }, /not valid JSON/],
+]
+
+for (const [name, fault, message] of badBodies) {
+  test('ERR_METADATA_BAD_RESPONSE: ' + name + ', named without the token', async () => {
+    await withEmulator({ token: SECRET }, async (emu) => {
+      emu.fault(fault)
+      const err = await rejection(new TokenProvider({ host: emu.address }).getToken())
+      assertClean(err, 'ERR_METADATA_BAD_RESPONSE')
+      assert.match(err.message, message)
+      assert.equal(emu.requests, 1, 'a bad body is not retried')
+    })
+  })
+}
+
+test('a redirect is an error and its target sees no request', async () => {
+  await withEmulator({ token: 'redirect-target-token' }, async (target) => {
+    await withEmulator({ token: SECRET }, async (emu) => {
+      emu.fault({ status: 302, redirect: target.url })
+      const err = await rejection(new TokenProvider({ host: emu.address }).getToken())
+      assertClean(err, 'ERR_METADATA_BAD_RESPONSE')
+      assert.match(err.message, /redirect/)
+      assert.equal(target.log.length, 0)
+      assert.equal(emu.requests, 1)
+    })
+  })
+})
+
+test('the body is capped: 64 MiB fails fast without the process growing', async () => {
+  await withEmulator({ token: SECRET }, async (emu) => {
+    for (const fault of [{ hugeBytes: 64 * 1024 * 1024 }, { hugeChunked: 64 * 1024 * 1024 }]) {
+      emu.reset()
+      emu.fault(fault)
+      const rssBefore = process.memoryUsage().rss
+      const started = Date.now()
+      const err = await rejection(new TokenProvider({ host: emu.address }).getToken())
+      assertClean(err, 'ERR_METADATA_BAD_RESPONSE')
+      assert.match(err.message, /larger than 16384 bytes/)
+      assert.ok(Date.now() - started < 2000)
+      const grewMiB = (process.memoryUsage().rss - rssBefore) / 1024 / 1024
+      assert.ok(grewMiB < 8, `RSS grew by ${grewMiB.toFixed(1)} MiB`)
+      assert.equal(emu.requests, 1)
+    }
+  })
+})
+
+test('proxy variables are ignored: the trap sees nothing, the token arrives', async () => {
+  const trap = await trapServer()
+  try {
+    await withEmulator({ token: 'direct-token' }, async (emu) => {
+      const proxy = 'http://' + trap.address
+      const r = await runNode(`require('.').getToken().then(t => console.log(t.token), e => console.log(e.code))`, {
+        YC_METADATA_ADDR: emu.address,
+        HTTP_PROXY: proxy,
+        http_proxy: proxy,
+        HTTPS_PROXY: proxy,
+        https_proxy: proxy,
+        ALL_PROXY: proxy,
+        all_proxy: proxy,
+        NO_PROXY: '',
+      })
+      assert.equal(r.stdout.trim(), 'direct-token', r.stderr)
+      assert.equal(trap.connections, 0)
+      assert.equal(emu.requests, 1)
+    })
+  } finally {
+    await trap.close()
+  }
+})
+
+test('ERR_INVALID_OPTION: wrong options throw from the constructor, naming the option', () => {
+  const cases = [
+    [{ host: 'http://x/' }, /option host/],
+    [{ host: '' }, /option host/],
+    [{ host: 42 }, /option host must be a string, got number/],
+    [{ timeoutMs: -1 }, /option timeoutMs/],
+    [{ timeoutMs: '100' }, /option timeoutMs must be a number, got string/],
+    [{ deadlineMs: Infinity }, /option deadlineMs/],
+    [{ maxAttempts: 0 }, /option maxAttempts/],
+    [{ maxAttempts: 1.5 }, /option maxAttempts/],
+    [{ refreshMarginSeconds: -1 }, /option refreshMarginSeconds/],
+    [{ refreshMarginSeconds: true }, /option refreshMarginSeconds must be a number, got boolean/],
+    [{ timeoutMS: 10 }, /unknown option "timeoutMS"/],
+    ['127.0.0.1:80', /options must be an object/],
+  ]
+  for (const [options, message] of cases) {
+    assert.throws(
+      () => new TokenProvider(options),
+      (err) => err.code === 'ERR_INVALID_OPTION' && message.test(err.message),
+      JSON.stringify(options)
+    )
+  }
+  for (const ok of [undefined, null, {}, { host: undefined }, { host: '[::1]:8080', maxAttempts: 1 }]) {
+    assert.doesNotThrow(() => new TokenProvider(ok))
+  }
+})
+
+test('ERR_INVALID_OPTION: wrong call options reject', async () => {
+  const provider = new TokenProvider({ host: '127.0.0.1:9' })
+  for (const options of ['force', { forceRefresh: 1 }, { signal: {} }]) {
+    const err = await rejection(provider.getToken(options))
+    assert.equal(err.code, 'ERR_INVALID_OPTION')
+  }
+})

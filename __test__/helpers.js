@@ -1,0 +1,86 @@
+'use strict'
+
+// Shared fixtures: the emulator for each test, child processes for what must start from a fresh
+// process (the default provider, the environment, worker threads, exit behaviour).
+
+const { spawn } = require('child_process')
+const net = require('net')
+const path = require('path')
+const { startEmulator } = require('../emulator')
+
+const ROOT = path.join(__dirname, '..')
+
+async function withEmulator(options, body) {
+  const emu = await startEmulator(options)
+  try {
+    return await body(emu)
+  } finally {
+    await emu.close()
+  }
+}
+
+/** A port nothing listens on: bound, then released. */
+function closedPort() {
+  return new Promise((resolve, reject) => {
+    const server = net.createServer()
+    server.on('error', reject)
+    server.listen(0, '127.0.0.1', () => {
+      const { port } = server.address()
+      server.close(() => resolve(port))
+    })
+  })
+}
+
+/** A server that counts every connection it gets and answers nothing useful. */
+async function trapServer() {
+  let connections = 0
+  const sockets = new Set()
+  const server = net.createServer((socket) => {
+    connections++
+    sockets.add(socket)
+    socket.on('close', () => sockets.delete(socket))
+    socket.end('HTTP/1.1 500 Trap\r\nContent-Length: 0\r\n\r\n')
+  })
+  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve))
+  return {
+    address: '127.0.0.1:' + server.address().port,
+    get connections() {
+      return connections
+    },
+    close: () =>
+      new Promise((resolve) => {
+        for (const s of sockets) s.destroy()
+        server.close(resolve)
+      }),
+  }
+}
+
+/**
+ * Runs `code` in a fresh `node -e` from the package root with `env` added to a clean environment
+ * (no proxy or metadata variables inherited). Resolves with { code, stdout, stderr, ms }.
+ */
+function runNode(code, env, timeoutMs = 20000) {
+  const clean = {}
+  for (const [k, v] of Object.entries(process.env)) {
+    if (!/^(YC_METADATA_ADDR|GCE_METADATA_HOST|NODE_DEBUG|DEBUG)$|_proxy$/i.test(k)) clean[k] = v
+  }
+  return new Promise((resolve, reject) => {
+    const started = process.hrtime.bigint()
+    const child = spawn(process.execPath, ['-e', code], { cwd: ROOT, env: { ...clean, ...env } })
+    let stdout = ''
+    let stderr = ''
+    child.stdout.on('data', (d) => (stdout += d))
+    child.stderr.on('data', (d) => (stderr += d))
+    const timer = setTimeout(() => {
+      child.kill('SIGKILL')
+      reject(new Error('child did not exit within ' + timeoutMs + ' ms; stderr: ' + stderr))
+    }, timeoutMs)
+    child.on('error', reject)
+    child.on('close', (code) => {
+      clearTimeout(timer)
+      resolve({ code, stdout, stderr, ms: Number(process.hrtime.bigint() - started) / 1e6 })
+    })
+  })
+}
+
+module.exports = { ROOT, withEmulator, closedPort, trapServer, runNode }

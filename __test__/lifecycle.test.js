@@ -1,0 +1,193 @@
+'use strict'
+
+// The token lifecycle rules of DESIGN.md, each against the emulator with short-lived tokens.
+
+const test = require('node:test')
+const assert = require('node:assert/strict')
+const { setTimeout: sleep } = require('node:timers/promises')
+const { withEmulator, closedPort, runNode } = require('./helpers')
+const { TokenProvider } = require('..')
+
+test('10 000 concurrent calls on a cold provider make one request and get one token', async () => {
+  await withEmulator({ token: 'cold-token' }, async (emu) => {
+    emu.fault({ delayMs: 50 })
+    const provider = new TokenProvider({ host: emu.address })
+    const all = await Promise.all(Array.from({ length: 10000 }, () => provider.getToken()))
+    assert.equal(emu.requests, 1)
+    assert.ok(all.every((t) => t.token === 'cold-token' && t.expiresInSeconds > 0))
+  })
+})
+
+test('8 worker threads calling the default getToken make one request', async () => {
+  await withEmulator({ token: 'worker-token' }, async (emu) => {
+    emu.fault({ delayMs: 100 })
+    const r = await runNode(
+      `const { Worker } = require('worker_threads');
+       const code = "require('./').getToken().then(t => require('worker_threads').parentPort.postMessage(t.token))";
+       const got = Array.from({ length: 8 }, () => new Promise((resolve, reject) => {
+         const w = new Worker(code, { eval: true });
+         w.once('message', resolve); w.once('error', reject);
+       }));
+       Promise.all(got).then(tokens => console.log(tokens.join(',')));`,
+      { YC_METADATA_ADDR: emu.address }
+    )
+    assert.equal(r.code, 0, r.stderr)
+    assert.equal(r.stdout.trim(), Array(8).fill('worker-token').join(','))
+    assert.equal(emu.requests, 1)
+  })
+})
+
+test('two 503s then 200: success after 3 requests; a 404: one request', async () => {
+  await withEmulator({ token: 'after-503' }, async (emu) => {
+    emu.fault({ status: 503, times: 2 })
+    const got = await new TokenProvider({ host: emu.address }).getToken()
+    assert.equal(got.token, 'after-503')
+    assert.equal(emu.requests, 3)
+    emu.reset()
+    emu.fault({ status: 404 })
+    await assert.rejects(new TokenProvider({ host: emu.address }).getToken(), { code: 'ERR_METADATA_NO_SERVICE_ACCOUNT' })
+    assert.equal(emu.requests, 1)
+  })
+})
+
+test('nothing listening: the default settings reject in under 2 s', async () => {
+  const port = await closedPort()
+  const started = Date.now()
+  await assert.rejects(new TokenProvider({ host: '127.0.0.1:' + port }).getToken(), { code: 'ERR_METADATA_UNREACHABLE' })
+  assert.ok(Date.now() - started < 2000, `${Date.now() - started} ms`)
+})
+
+test('a server that never answers: ERR_METADATA_TIMEOUT within the deadline', async () => {
+  await withEmulator({}, async (emu) => {
+    emu.fault({ hang: true })
+    const started = Date.now()
+    const provider = new TokenProvider({ host: emu.address, timeoutMs: 200, deadlineMs: 600 })
+    await assert.rejects(provider.getToken(), { code: 'ERR_METADATA_TIMEOUT' })
+    const took = Date.now() - started
+    assert.ok(took >= 200 && took < 1500, `${took} ms`) // at least one attempt; never past the deadline by much
+  })
+})
+
+test('a fresh token is answered from memory; forceRefresh fetches, sharing one request', async () => {
+  await withEmulator({ token: 'a' }, async (emu) => {
+    const provider = new TokenProvider({ host: emu.address })
+    const first = await provider.getToken()
+    for (let i = 0; i < 100; i++) assert.equal((await provider.getToken()).token, 'a')
+    assert.equal(emu.requests, 1)
+    emu.setToken('b', 3600)
+    emu.fault({ delayMs: 30 })
+    const forced = await Promise.all([provider.getToken({ forceRefresh: true }), provider.getToken({ forceRefresh: true })])
+    assert.deepEqual(forced.map((t) => t.token), ['b', 'b'])
+    assert.equal(emu.requests, 2)
+    assert.equal(first.expiresInSeconds, 3600)
+  })
+})
+
+test('inside the margin: the cached token at once, a refresh in the background', async () => {
+  // A 4-s token: its margin is half its life (2 s), whatever refreshMarginSeconds says.
+  await withEmulator({ token: 'old', expiresIn: 4 }, async (emu) => {
+    const provider = new TokenProvider({ host: emu.address })
+    await provider.getToken()
+    await sleep(2100)
+    emu.setToken('new', 4)
+    emu.fault({ delayMs: 500 })
+    const started = Date.now()
+    const during = await provider.getToken()
+    assert.ok(Date.now() - started < 100, 'the caller did not wait for the refresh')
+    assert.equal(during.token, 'old')
+    assert.ok(during.expiresInSeconds >= 1 && during.expiresInSeconds <= 2, String(during.expiresInSeconds))
+    assert.equal((await provider.getToken()).token, 'old')
+    await sleep(700)
+    assert.equal((await provider.getToken()).token, 'new')
+    assert.equal(emu.requests, 2)
+  })
+})
+
+test('an expired token is never returned: callers wait for a new one', async () => {
+  await withEmulator({ token: 'short', expiresIn: 1 }, async (emu) => {
+    const provider = new TokenProvider({ host: emu.address })
+    await provider.getToken()
+    await sleep(1000)
+    emu.setToken('renewed', 60)
+    const got = await provider.getToken()
+    assert.equal(got.token, 'renewed')
+    assert.equal(emu.requests, 2)
+  })
+})
+
+test('static stability: a failing refresh never reaches callers while the token is valid', async () => {
+  await withEmulator({ token: 'stable', expiresIn: 6 }, async (emu) => {
+    const provider = new TokenProvider({ host: emu.address, maxAttempts: 1 })
+    await provider.getToken()
+    await sleep(3100) // inside the 3-s margin
+    emu.fault({ status: 503 })
+    for (let i = 0; i < 20; i++) {
+      assert.equal((await provider.getToken()).token, 'stable')
+      await sleep(50)
+    }
+    const failedRequests = emu.requests - 1
+    assert.ok(failedRequests >= 1 && failedRequests <= 2, `${failedRequests} background requests in 1 s`)
+    emu.fault(null)
+    emu.setToken('recovered', 60)
+    const until = Date.now() + 2500
+    let token
+    while (Date.now() < until && (token = (await provider.getToken()).token) !== 'recovered') await sleep(100)
+    assert.equal(token, 'recovered')
+  })
+})
+
+test('a short-lived token: expiresInSeconds is always > 0 and the token never expired', async () => {
+  await withEmulator({ token: 't0', expiresIn: 2 }, async (emu) => {
+    const provider = new TokenProvider({ host: emu.address })
+    const issued = new Map([['t0', Date.now()]])
+    let n = 0
+    const until = Date.now() + 3000
+    while (Date.now() < until) {
+      const got = await provider.getToken()
+      assert.ok(Number.isInteger(got.expiresInSeconds) && got.expiresInSeconds > 0)
+      assert.ok(Date.now() < issued.get(got.token) + 2000, 'expired token returned')
+      if (++n % 50 === 0) {
+        const next = 't' + n
+        issued.set(next, Date.now())
+        emu.setToken(next, 2)
+      }
+      await sleep(2)
+    }
+    // Refreshes at half of each 2-s life, at most one a second in the background.
+    assert.ok(emu.requests >= 2 && emu.requests <= 8, String(emu.requests))
+  })
+})
+
+test('the same near-expiry token handed back does not cause a request storm', async () => {
+  await withEmulator({ token: 'same', expiresIn: 6, countdown: true }, async (emu) => {
+    const provider = new TokenProvider({ host: emu.address })
+    const until = Date.now() + 4500
+    while (Date.now() < until) {
+      await provider.getToken()
+      await sleep(1)
+    }
+    // 6 s token: refresh at 3 s left, then ~1.5 s, then ~0.75 s — each at least a second apart.
+    assert.ok(emu.requests <= 5, String(emu.requests))
+  })
+})
+
+test('the process exits as soon as it has printed, even with a refresh pending', async () => {
+  await withEmulator({ token: 'exit-token', expiresIn: 2 }, async (emu) => {
+    const child = runNode(
+      `const { getToken } = require('.');
+       getToken().then(async () => {
+         await new Promise(r => setTimeout(r, 1100)); // inside the 1-s margin of a 2-s token
+         const t = await getToken();                   // starts a background refresh that hangs
+         console.log('printed ' + t.expiresInSeconds);
+       });`,
+      { YC_METADATA_ADDR: emu.address }
+    )
+    while (emu.requests === 0) await sleep(5)
+    emu.fault({ hang: true })
+    const r = await child
+    assert.equal(r.code, 0, r.stderr)
+    assert.match(r.stdout, /^printed 1\n$/)
+    assert.ok(r.ms < 5000, `${r.ms} ms`)
+    assert.equal(emu.requests, 2, 'the background refresh was under way')
+  })
+})
