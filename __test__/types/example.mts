@@ -9,3 +9,13 @@ const header: string = await ycMetadataToken.getAuthorizationHeader()
 const code: 'ERR_METADATA_TIMEOUT' = CODES.TIMEOUT
 
 export { first, second, header, code }
+
+// The emulator, as a user's own tests would start it.
+import { startEmulator, type Emulator } from 'yc-metadata-token/emulator'
+
+const emu: Emulator = await startEmulator({ token: 'test-token', expiresIn: 60 })
+process.env.YC_METADATA_ADDR = emu.address
+emu.fault({ status: 503, times: 1 })
+// @ts-expect-error: an unknown fault kind
+emu.fault({ explode: true })
+await emu.close()
