@@ -3,7 +3,8 @@
 // The thin JavaScript surface over the Rust core (src/). It keeps three things here because they
 // are cheapest or only possible in JavaScript: the answer for a fresh token (no call into native
 // code at all), one shared promise per provider for concurrent callers in this thread, and the
-// `Error` objects with their `code`.
+// `Error` objects with their `code`. Debug output, hit counters and the Cloud Functions context
+// live here too; each costs one boolean or counter on the cached path.
 
 const { performance } = require('perf_hooks')
 const { NativeProvider } = require('./binding')
@@ -27,10 +28,58 @@ class MetadataTokenError extends Error {
   }
 }
 
+// ---- debug output ------------------------------------------------------------------------------
+
+const DEBUG_NAME = 'yc-metadata-token'
+
+// Decided once at load, so the cached path pays for one constant check. Follows both habits:
+// NODE_DEBUG (util.debuglog: comma-separated names, case-insensitive) and DEBUG (the `debug`
+// package: comma/space-separated patterns, `*` wildcards, `-` to exclude).
+const DEBUG = debugEnabled(process.env.NODE_DEBUG, process.env.DEBUG)
+
+function debugEnabled(nodeDebug, debugVar) {
+  if (nodeDebug && patternsMatch(nodeDebug, false)) return true
+  return Boolean(debugVar) && patternsMatch(debugVar, true)
+}
+
+function patternsMatch(list, allowExclusion) {
+  let on = false
+  for (const raw of String(list).split(/[\s,]+/)) {
+    if (raw === '') continue
+    const exclude = allowExclusion && raw.charAt(0) === '-'
+    const pattern = exclude ? raw.slice(1) : raw
+    const source = pattern.replace(/[|\\{}()[\]^$+?.]/g, '\\$&').replace(/\*/g, '.*')
+    if (new RegExp('^' + source + '$', 'i').test(DEBUG_NAME)) {
+      if (exclude) return false
+      on = true
+    }
+  }
+  return on
+}
+
+let crypto = null
+
+// The token never reaches the debug output; the first 8 hex digits of its SHA-256 tell two apart.
+function fingerprint(token) {
+  if (crypto === null) crypto = require('crypto')
+  return 'sha256:' + crypto.createHash('sha256').update(token).digest('hex').slice(0, 8)
+}
+
+function debug(state, message) {
+  process.stderr.write(DEBUG_NAME + ' ' + process.pid + ': [' + state.label + '] ' + message + '\n')
+}
+
+function ms(value) {
+  return value < 10000 ? value.toFixed(1) + ' ms' : (value / 1000).toFixed(1) + ' s'
+}
+
+// ---- providers ---------------------------------------------------------------------------------
+
 // Provider state lives here, out of reach of util.inspect and JSON.stringify: it holds the token.
 const states = new WeakMap()
+let providersMade = 0
 
-function newState(options, shared) {
+function newState(options, shared, label) {
   const env = process.env
   let native
   try {
@@ -40,12 +89,21 @@ function newState(options, shared) {
   }
   // memo: the last token seen with the moments (on both clocks, as the core judges them) until
   // which it needs no refresh and at which it expires.
-  return { native, memo: null, inflight: null, hits: 0 }
+  const state = { native, memo: null, inflight: null, hits: 0, contextTokens: 0, label, seen: null }
+  if (DEBUG) {
+    state.seen = native.stats()
+    debug(state, 'provider for ' + native.url)
+  }
+  return state
 }
 
 function remember(state, t) {
   const mono = performance.now()
   const wall = Date.now()
+  if (DEBUG && (state.memo === null || state.memo.token !== t.token)) {
+    debug(state, 'new token ' + fingerprint(t.token) + ', expires in ' + ms(t.expiresInMs) +
+      ', no refresh needed for ' + ms(t.freshForMs))
+  }
   state.memo = {
     token: t.token,
     freshMono: mono + t.freshForMs,
@@ -57,7 +115,10 @@ function remember(state, t) {
 }
 
 function request(state, forceRefresh, signal) {
-  if (signal && signal.aborted) return Promise.reject(abortError(signal))
+  if (signal && signal.aborted) {
+    if (DEBUG) debug(state, 'signal already aborted: rejected without a request')
+    return Promise.reject(abortError(signal))
+  }
   if (!forceRefresh) {
     const memo = state.memo
     if (memo !== null) {
@@ -66,6 +127,7 @@ function request(state, forceRefresh, signal) {
       if (mono < memo.freshMono && wall < memo.freshWall) {
         state.hits++
         const left = Math.min(memo.expiresMono - mono, memo.expiresWall - wall)
+        if (DEBUG) debug(state, 'memo hit: ' + fingerprint(memo.token) + ', expires in ' + ms(left))
         return Promise.resolve({ token: memo.token, expiresInSeconds: Math.ceil(left / 1000) })
       }
     }
@@ -73,13 +135,19 @@ function request(state, forceRefresh, signal) {
     const snapshot = state.native.peek()
     if (snapshot !== null) {
       state.hits++
+      if (DEBUG) debugPeek(state, snapshot)
       return Promise.resolve(remember(state, snapshot))
     }
   }
   let shared = state.inflight
   if (shared === null) {
+    const started = DEBUG ? performance.now() : 0
+    if (DEBUG) {
+      debug(state, (forceRefresh ? 'forced refresh' : 'no usable token') + ': fetch started, callers wait')
+    }
     shared = state.inflight = state.native.fetch(Boolean(forceRefresh)).then((outcome) => {
       state.inflight = null
+      if (DEBUG) debugFetchEnd(state, outcome, performance.now() - started)
       if (outcome.code !== undefined && outcome.code !== null) {
         throw new MetadataTokenError(outcome.message, outcome.code, outcome.status)
       }
@@ -88,8 +156,47 @@ function request(state, forceRefresh, signal) {
     // Every caller gets the rejection through its own chain; this one only keeps a call whose
     // callers all aborted from becoming an unhandled rejection.
     shared.catch(noop)
+  } else if (DEBUG) {
+    debug(state, 'joined the fetch under way')
   }
-  return signal ? abortable(shared, signal) : shared
+  return signal ? abortable(state, shared, signal) : shared
+}
+
+// Debug only: what the core's cache did, read from the change in its counters since last look.
+function debugPeek(state, snapshot) {
+  const now = state.native.stats()
+  const before = state.seen
+  state.seen = now
+  if (now.failures > before.failures) {
+    debug(state, 'background refresh failed (' + now.lastErrorCode + '); the cached token is still valid')
+  }
+  if (now.requests > before.requests) {
+    debug(state, 'background refreshes sent ' + (now.requests - before.requests) + ' request(s) since the last look')
+  }
+  const started = now.backgroundRefreshes > before.backgroundRefreshes
+  if (snapshot.freshForMs > 0) {
+    debug(state, 'cache hit in the core: ' + fingerprint(snapshot.token) + ', expires in ' + ms(snapshot.expiresInMs))
+  } else {
+    debug(state, 'cache hit inside the refresh margin: ' + fingerprint(snapshot.token) + ', expires in ' +
+      ms(snapshot.expiresInMs) + (started ? '; background refresh started' : '; background refresh under way or backing off'))
+  }
+}
+
+function debugFetchEnd(state, outcome, elapsed) {
+  const now = state.native.stats()
+  const before = state.seen
+  state.seen = now
+  const failed = outcome.code !== undefined && outcome.code !== null
+  // A success does not carry its attempt count; the core's request counter does.
+  const attempts = failed ? outcome.attempts : now.requests - before.requests
+  const retries = attempts > 1 ? ', ' + (attempts - 1) + ' retried' : ''
+  if (failed) {
+    debug(state, 'fetch failed in ' + ms(elapsed) + ' after ' + attempts + ' attempt(s)' + retries + ': ' +
+      outcome.code + (outcome.status ? ' (HTTP ' + outcome.status + ')' : ''))
+  } else {
+    debug(state, 'fetch done in ' + ms(elapsed) + ', ' + attempts + ' request(s)' + retries + ': ' +
+      fingerprint(outcome.token) + ', expires in ' + ms(outcome.expiresInMs))
+  }
 }
 
 function noop() {}
@@ -103,9 +210,12 @@ function abortError(signal) {
 }
 
 // Rejects this caller alone when its signal aborts; the shared fetch carries on for the others.
-function abortable(shared, signal) {
+function abortable(state, shared, signal) {
   return new Promise((resolve, reject) => {
-    const onAbort = () => reject(abortError(signal))
+    const onAbort = () => {
+      if (DEBUG) debug(state, 'a caller aborted; the shared fetch carries on for the others')
+      reject(abortError(signal))
+    }
     signal.addEventListener('abort', onAbort, { once: true })
     shared.then(
       (value) => {
@@ -133,11 +243,55 @@ function invalidCall(message) {
   return Promise.reject(new MetadataTokenError(message, CODES.INVALID_OPTION))
 }
 
+// ---- Cloud Functions context -------------------------------------------------------------------
+
+// When each context object was first seen: its `expires_in` counts from the invocation start,
+// which JavaScript cannot see, so time is counted from the first look (a few milliseconds late at
+// most, against a lifetime of hours). Weak, so contexts of finished invocations go away.
+const contextsSeen = new WeakMap()
+
+// The token a Cloud Functions context carries, or null when it carries none that is usable now
+// (no service account attached, or its time is up): the caller then asks the metadata service.
+function contextToken(state, context) {
+  if (typeof context !== 'object' || context === null) return null
+  const t = context.token
+  if (typeof t !== 'object' || t === null) return null
+  const token = t.access_token
+  const expiresIn = t.expires_in
+  if (typeof token !== 'string' || token === '' || typeof expiresIn !== 'number' || !(expiresIn > 0) ||
+      expiresIn === Infinity) {
+    return null
+  }
+  const mono = performance.now()
+  const wall = Date.now()
+  let seen = contextsSeen.get(context)
+  if (seen === undefined) {
+    seen = { mono, wall }
+    contextsSeen.set(context, seen)
+  }
+  // The larger of the two clocks' readings, as the core judges time: a frozen instance counts.
+  const elapsed = Math.max(mono - seen.mono, wall - seen.wall, 0)
+  const left = expiresIn * 1000 - elapsed
+  if (!(left > 0)) {
+    if (DEBUG) debug(state, 'the context token has expired; asking the metadata service')
+    return null
+  }
+  state.contextTokens++
+  if (DEBUG) debug(state, 'token from the Cloud Functions context: ' + fingerprint(token) + ', expires in ' + ms(left))
+  return { token, expiresInSeconds: Math.ceil(left / 1000) }
+}
+
+// ---- public API --------------------------------------------------------------------------------
+
+const inspectCustom = Symbol.for('nodejs.util.inspect.custom')
+
 class TokenProvider {
   constructor(options) {
-    states.set(this, newState(options, false))
+    states.set(this, newState(options, false, 'provider ' + ++providersMade))
   }
 
+  // options: { forceRefresh?, signal?, context? }; a usable `context` token wins unless
+  // forceRefresh asks the metadata service.
   getToken(options) {
     const state = states.get(this)
     if (state === undefined) return invalidCall('getToken must be called on a TokenProvider')
@@ -145,33 +299,109 @@ class TokenProvider {
     if (typeof options !== 'object') {
       return invalidCall('getToken options must be an object, got ' + typeof options)
     }
-    const { forceRefresh, signal } = options
+    const { forceRefresh, signal, context } = options
     if (forceRefresh !== undefined && typeof forceRefresh !== 'boolean') {
       return invalidCall('option forceRefresh must be a boolean, got ' + typeof forceRefresh)
     }
     if (signal !== undefined && !isSignal(signal)) {
       return invalidCall('option signal must be an AbortSignal')
     }
+    if (context !== undefined && context !== null && typeof context !== 'object') {
+      return invalidCall('option context must be the Cloud Functions context object, got ' + typeof context)
+    }
+    if (context !== undefined && forceRefresh !== true) {
+      if (signal && signal.aborted) return Promise.reject(abortError(signal))
+      const fromContext = contextToken(state, context)
+      if (fromContext !== null) return Promise.resolve(fromContext)
+    }
     return request(state, forceRefresh === true, signal)
+  }
+
+  getAuthorizationHeader(options) {
+    return this.getToken(options).then(bearer)
+  }
+
+  // Counters since the provider was made. Hits are this thread's; the rest come from the core,
+  // which for the default provider is shared by every thread of the process.
+  stats() {
+    const state = states.get(this)
+    if (state === undefined) throw new TypeError('stats must be called on a TokenProvider')
+    const s = state.native.stats()
+    return {
+      cacheHits: state.hits,
+      contextTokens: state.contextTokens,
+      upstreamRequests: s.requests,
+      retries: s.retries,
+      fetches: s.fetches,
+      backgroundRefreshes: s.backgroundRefreshes,
+      failures: s.failures,
+      lastErrorCode: s.lastErrorCode === undefined ? null : s.lastErrorCode,
+      expiresInSeconds: s.expiresInMs === undefined || s.expiresInMs === null ? null : Math.ceil(s.expiresInMs / 1000),
+    }
+  }
+
+  toJSON() {
+    const state = states.get(this)
+    return state === undefined ? {} : { url: state.native.url, stats: this.stats() }
+  }
+
+  [inspectCustom](depth, options) {
+    const state = states.get(this)
+    if (state === undefined) return 'TokenProvider {}'
+    const util = require('util')
+    return 'TokenProvider ' + util.inspect({ url: state.native.url, stats: this.stats() }, options)
   }
 }
 
-let defaultState = null
+function bearer(t) {
+  return 'Bearer ' + t.token
+}
 
-// The snippet's `getToken(event)`: the argument is the handler's event and is ignored, unless it
-// is nothing but call options ({ forceRefresh, signal }), which no platform event looks like.
-function getToken(event) {
-  if (defaultState === null) {
+let defaultState = null
+let defaultInstance = null
+
+function defaults() {
+  if (defaultState === null) defaultState = newState(undefined, true, 'default')
+  return defaultState
+}
+
+// The snippet's `getToken(event)`, and a Cloud Function's `getToken(event, context)`. The event is
+// ignored unless it is nothing but call options ({ forceRefresh, signal }), which no platform
+// event looks like; only the second argument is ever read as a context.
+function getToken(event, context) {
+  let state = defaultState
+  if (state === null) {
     try {
-      defaultState = newState(undefined, true)
+      state = defaults()
     } catch (err) {
       return Promise.reject(err)
     }
   }
-  if (event === undefined || event === null || !isCallOptions(event)) {
-    return request(defaultState, false, undefined)
+  const options = event !== undefined && event !== null && isCallOptions(event) ? event : null
+  if (context !== undefined && context !== null && (options === null || options.forceRefresh !== true)) {
+    if (options !== null && options.signal && options.signal.aborted) {
+      return Promise.reject(abortError(options.signal))
+    }
+    const fromContext = contextToken(state, context)
+    if (fromContext !== null) return Promise.resolve(fromContext)
   }
-  return request(defaultState, event.forceRefresh === true, event.signal)
+  if (options === null) return request(state, false, undefined)
+  return request(state, options.forceRefresh === true, options.signal)
+}
+
+function getAuthorizationHeader(event, context) {
+  return getToken(event, context).then(bearer)
+}
+
+// The provider behind getToken(): for its stats(), or to pass around as a TokenProvider.
+// Throws MetadataTokenError (ERR_INVALID_OPTION) when the environment names a bad host.
+function defaultProvider() {
+  if (defaultInstance === null) {
+    const state = defaults()
+    defaultInstance = Object.create(TokenProvider.prototype)
+    states.set(defaultInstance, state)
+  }
+  return defaultInstance
 }
 
 function isCallOptions(value) {
@@ -186,4 +416,11 @@ function isCallOptions(value) {
   return true
 }
 
-module.exports = { getToken, TokenProvider, MetadataTokenError, CODES }
+module.exports = {
+  getToken,
+  getAuthorizationHeader,
+  TokenProvider,
+  defaultProvider,
+  MetadataTokenError,
+  CODES,
+}

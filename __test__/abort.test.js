@@ -1,0 +1,122 @@
+'use strict'
+
+// AbortSignal: an aborted caller leaves promptly and alone; the shared request carries on.
+
+const test = require('node:test')
+const assert = require('node:assert/strict')
+const { startEmulator } = require('../emulator')
+
+let emu
+let lib
+
+test.before(async () => {
+  emu = await startEmulator({ token: 'abort-token', expiresIn: 3600 })
+  process.env.YC_METADATA_ADDR = emu.address
+  lib = require('..')
+})
+test.after(() => emu.close())
+
+const SLOW_MS = 800
+// Generous bound for "promptly": well under the upstream delay, so it proves the caller did not
+// wait for the request.
+const PROMPT_MS = SLOW_MS / 2
+const ABORT = { name: 'AbortError', code: 'ABORT_ERR' }
+
+async function abortMidFlight(getToken) {
+  emu.reset()
+  emu.fault({ delayMs: SLOW_MS, times: 1 })
+  const before = emu.requests
+  const controller = new AbortController()
+  const patient = getToken(undefined)
+  const impatient = getToken(controller.signal)
+  const started = performance.now()
+  setTimeout(() => controller.abort(), 50)
+  await assert.rejects(impatient, ABORT)
+  const waited = performance.now() - started
+  assert.ok(waited < PROMPT_MS, 'aborted caller waited ' + waited + ' ms')
+  const t = await patient
+  assert.equal(t.token, 'abort-token')
+  assert.equal(emu.requests - before, 1, 'one upstream request for both callers')
+}
+
+test('TokenProvider: a signal aborted mid-flight rejects that caller alone', () =>
+  abortMidFlight((() => {
+    const provider = new lib.TokenProvider({ host: emu.address })
+    return (signal) => provider.getToken(signal ? { signal } : undefined)
+  })()))
+
+test('default getToken({ signal }): same, through the process-wide provider', async () => {
+  await abortMidFlight((signal) => lib.getToken(signal ? { signal } : { httpMethod: 'GET' }))
+  // The patient caller's token is now cached: a later call with a live signal gets it.
+  const t = await lib.getToken({ signal: new AbortController().signal })
+  assert.equal(t.token, 'abort-token')
+})
+
+test('the abort reason is kept as cause', async () => {
+  emu.fault({ delayMs: SLOW_MS, times: 1 })
+  const provider = new lib.TokenProvider({ host: emu.address })
+  const controller = new AbortController()
+  const p = provider.getToken({ signal: controller.signal })
+  const reason = new Error('handler is done')
+  controller.abort(reason)
+  const err = await p.then(() => null, (e) => e)
+  assert.equal(err.name, 'AbortError')
+  assert.equal(err.code, 'ABORT_ERR')
+  assert.equal(err.cause, reason)
+  await provider.getToken() // let the shared request finish before the next test
+})
+
+test('an already-aborted signal rejects at once with no request', async () => {
+  const provider = new lib.TokenProvider({ host: emu.address })
+  const before = emu.requests
+  await assert.rejects(provider.getToken({ signal: AbortSignal.abort() }), ABORT)
+  await assert.rejects(provider.getToken({ signal: AbortSignal.abort(), forceRefresh: true }), ABORT)
+  await assert.rejects(lib.getToken({ signal: AbortSignal.abort(), forceRefresh: true }), ABORT)
+  assert.equal(emu.requests, before)
+  assert.equal(provider.stats().upstreamRequests, 0)
+})
+
+test('a signal that aborts after the token arrived changes nothing', async () => {
+  const provider = new lib.TokenProvider({ host: emu.address })
+  const controller = new AbortController()
+  const t = await provider.getToken({ signal: controller.signal })
+  controller.abort()
+  assert.equal(t.token, 'abort-token')
+  assert.equal((await provider.getToken({ signal: controller.signal }).catch((e) => e)).code, 'ABORT_ERR')
+})
+
+test('every caller aborting leaves no unhandled rejection and the fetch still fills the cache', async () => {
+  emu.reset()
+  emu.fault({ delayMs: 300, times: 1 })
+  const provider = new lib.TokenProvider({ host: emu.address })
+  const controllers = [new AbortController(), new AbortController()]
+  const calls = controllers.map((c) => provider.getToken({ signal: c.signal }))
+  controllers.forEach((c) => c.abort())
+  for (const call of calls) await assert.rejects(call, ABORT)
+  await new Promise((r) => setTimeout(r, 500))
+  const before = emu.requests
+  assert.equal((await provider.getToken()).token, 'abort-token')
+  assert.equal(emu.requests, before, 'the aborted callers\' fetch cached the token')
+})
+
+test('a failing shared fetch still reaches the caller with a live signal', async () => {
+  const provider = new lib.TokenProvider({ host: emu.address, maxAttempts: 1 })
+  emu.fault({ status: 404, times: 1 })
+  await assert.rejects(provider.getToken({ signal: new AbortController().signal }), { code: 'ERR_METADATA_NO_SERVICE_ACCOUNT' })
+})
+
+test('the default getToken treats only { signal?, forceRefresh? } as call options', async () => {
+  const provider = lib.defaultProvider()
+  const before = provider.stats().upstreamRequests
+  // Looks like options but has another key, or a non-signal: an event, ignored.
+  const events = [
+    { signal: 'abort', body: '' },
+    { signal: { aborted: true } },
+    { forceRefresh: 'yes' },
+    { forceRefresh: true, headers: {} },
+  ]
+  for (const event of events) assert.equal((await lib.getToken(event)).token, 'abort-token')
+  assert.equal(provider.stats().upstreamRequests, before, 'none of them forced a refresh')
+  await lib.getToken({ forceRefresh: true })
+  assert.equal(provider.stats().upstreamRequests, before + 1)
+})

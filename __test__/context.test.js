@@ -1,0 +1,108 @@
+'use strict'
+
+// Cloud Functions: the token of the invocation context (the handler's second argument) is used
+// with no request; an event that merely looks like a context is never mistaken for one.
+
+const test = require('node:test')
+const assert = require('node:assert/strict')
+const { startEmulator } = require('../emulator')
+
+let emu
+let lib
+
+test.before(async () => {
+  emu = await startEmulator({ token: 'metadata-token', expiresIn: 3600 })
+  process.env.YC_METADATA_ADDR = emu.address
+  lib = require('..')
+})
+test.after(() => emu.close())
+
+const context = (accessToken, expiresIn) => ({
+  requestId: 'req-1',
+  functionName: 'f',
+  token: { access_token: accessToken, expires_in: expiresIn, token_type: 'Bearer' },
+})
+
+test('getToken(event, context) takes the context token with no request', async () => {
+  const before = emu.requests
+  const t = await lib.getToken({ httpMethod: 'GET', body: '' }, context('ctx-token-1', 43200))
+  assert.deepEqual(t, { token: 'ctx-token-1', expiresInSeconds: 43200 })
+  assert.equal(emu.requests, before)
+  assert.equal(await lib.getAuthorizationHeader({}, context('ctx-token-2', 60)), 'Bearer ctx-token-2')
+  assert.equal(emu.requests, before)
+  assert.ok(lib.defaultProvider().stats().contextTokens >= 2)
+})
+
+test('an event shaped like a context, passed first, still goes to the metadata service', async () => {
+  const before = emu.requests
+  const lookalike = context('event-token', 100)
+  const t = await lib.getToken(lookalike)
+  assert.equal(t.token, 'metadata-token')
+  assert.ok(emu.requests >= before) // cached or fetched, but from the service
+  const t2 = await lib.getToken(lookalike, undefined)
+  assert.equal(t2.token, 'metadata-token')
+  const t3 = await lib.getToken(lookalike, null)
+  assert.equal(t3.token, 'metadata-token')
+})
+
+test('a context without a usable token falls back to the metadata service', async () => {
+  const unusable = [
+    {},
+    { token: null },
+    { token: 'string' },
+    { token: { access_token: '', expires_in: 100 } },
+    { token: { access_token: 'x', expires_in: 0 } },
+    { token: { access_token: 'x', expires_in: -5 } },
+    { token: { access_token: 'x', expires_in: '100' } },
+    { token: { access_token: 'x', expires_in: NaN } },
+    { token: { access_token: 'x', expires_in: Infinity } },
+    { token: { access_token: 42, expires_in: 100 } },
+    'not an object',
+    42,
+  ]
+  for (const ctx of unusable) {
+    const t = await lib.getToken({}, ctx)
+    assert.equal(t.token, 'metadata-token', JSON.stringify(ctx))
+  }
+})
+
+test('the context token counts down from the first time that context is seen', async () => {
+  const ctx = context('ctx-short', 3)
+  const first = await lib.getToken(undefined, ctx)
+  const seen = performance.now()
+  assert.deepEqual(first, { token: 'ctx-short', expiresInSeconds: 3 })
+  await new Promise((r) => setTimeout(r, 1100))
+  const later = await lib.getToken(undefined, ctx)
+  if (performance.now() - seen < 2900) {
+    assert.equal(later.token, 'ctx-short')
+    assert.ok(later.expiresInSeconds >= 1 && later.expiresInSeconds <= 2, String(later.expiresInSeconds))
+  }
+  await new Promise((r) => setTimeout(r, Math.max(0, 3100 - (performance.now() - seen))))
+  // Its time is up: never an expired token, the metadata service instead.
+  const after = await lib.getToken(undefined, ctx)
+  assert.equal(after.token, 'metadata-token')
+})
+
+test('forceRefresh skips the context; call options with a context still work', async () => {
+  const before = emu.requests
+  const forced = await lib.getToken({ forceRefresh: true }, context('ctx-3', 100))
+  assert.equal(forced.token, 'metadata-token')
+  assert.equal(emu.requests, before + 1)
+  const withSignal = await lib.getToken({ signal: new AbortController().signal }, context('ctx-4', 100))
+  assert.equal(withSignal.token, 'ctx-4')
+  const aborted = AbortSignal.abort()
+  await assert.rejects(lib.getToken({ signal: aborted }, context('ctx-5', 100)), { name: 'AbortError', code: 'ABORT_ERR' })
+})
+
+test('TokenProvider#getToken({ context })', async () => {
+  const provider = new lib.TokenProvider({ host: emu.address })
+  const before = emu.requests
+  assert.deepEqual(await provider.getToken({ context: context('ctx-p', 300) }), { token: 'ctx-p', expiresInSeconds: 300 })
+  assert.equal(await provider.getAuthorizationHeader({ context: context('ctx-q', 300) }), 'Bearer ctx-q')
+  assert.equal(emu.requests, before)
+  assert.equal(provider.stats().contextTokens, 2)
+  assert.equal(provider.stats().upstreamRequests, 0)
+  assert.equal((await provider.getToken({ context: {} })).token, 'metadata-token')
+  assert.equal((await provider.getToken({ context: null })).token, 'metadata-token')
+  await assert.rejects(provider.getToken({ context: 'ctx' }), { code: 'ERR_INVALID_OPTION' })
+})

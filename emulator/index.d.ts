@@ -1,0 +1,72 @@
+// Types of yc-metadata-token/emulator: a fake instance metadata service for tests and development.
+
+/** How the emulator misbehaves; `times: N` limits it to the next N token requests. */
+export interface FaultSpec {
+  /** Answer with this HTTP status. */
+  status?: number
+  /** Answer with a redirect to this URL. */
+  redirect?: string
+  /** Wait this long before answering (combines with any other kind). */
+  delayMs?: number
+  /** Never answer. */
+  hang?: boolean
+  /** Send headers, then nothing. */
+  hangAfterHeaders?: boolean
+  /** Reset the connection in the middle of the body. */
+  resetMidBody?: boolean
+  /** Send a truncated body. */
+  truncate?: boolean
+  /** Send a body that is not JSON. */
+  garbage?: boolean
+  /** Send this value as the JSON body. */
+  body?: unknown
+  /** Send a body of this many bytes (with Content-Length). */
+  hugeBytes?: number
+  /** Send a chunked body of this many bytes. */
+  hugeChunked?: number
+  /** Send the body a byte at a time, this many milliseconds apart. */
+  dribbleMs?: number
+  /** Close the connection without answering. */
+  dropConnection?: boolean
+  times?: number
+}
+
+export interface EmulatorOptions {
+  /** Address to bind. @default '127.0.0.1' */
+  host?: string
+  /** Port; 0 picks a free one. @default 0 */
+  port?: number
+  /** The token to serve. @default a random fake token */
+  token?: string
+  /** The `expires_in` to report, in seconds. @default 3600 */
+  expiresIn?: number
+  /** Count `expires_in` down from when the token was set, like a caching server. @default false */
+  countdown?: boolean
+  /** No log lines on stderr. @default true */
+  quiet?: boolean
+}
+
+export interface Emulator {
+  /** `'127.0.0.1:PORT'`: the value for `YC_METADATA_ADDR` or the `host` option. */
+  readonly address: string
+  readonly port: number
+  /** The full token URL. */
+  readonly url: string
+  /** Token requests served since start (or the last `reset()`). */
+  readonly requests: number
+  readonly log: ReadonlyArray<Record<string, unknown>>
+  readonly bytesStreamed: number
+  /** First 8 hex digits of the token's SHA-256. */
+  readonly tokenFingerprint: string
+  setToken(token: string, expiresIn?: number): void
+  fault(spec: FaultSpec | null): void
+  /** Clears the fault, the request count and the log. */
+  reset(): void
+  stats(): { requests: number; token_fingerprint: string; fault: FaultSpec | null; streamed_bytes: number }
+  close(): Promise<void>
+}
+
+export function startEmulator(options?: EmulatorOptions): Promise<Emulator>
+export function normalizeFault(spec: FaultSpec | null | undefined): unknown
+export function fingerprint(token: string): string
+export const TOKEN_PATH: string

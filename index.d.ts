@@ -1,0 +1,171 @@
+// Types of yc-metadata-token: the service-account IAM token from the instance metadata service
+// (Yandex Cloud Serverless Containers, Cloud Functions, VMs; Google Compute Engine).
+
+/// <reference types="node" />
+
+/** A token and the time it has left. */
+export interface Token {
+  /** The IAM token: send it as `Authorization: Bearer <token>`. A secret: do not log it. */
+  token: string
+  /** Whole seconds the token has left *now* (rounded up, always > 0), not the lifetime it was issued with. */
+  expiresInSeconds: number
+}
+
+/** Options of `new TokenProvider(options)`. Each has a default chosen for the metadata service. */
+export interface TokenProviderOptions {
+  /**
+   * `host[:port]` of the metadata service, e.g. `'127.0.0.1:8080'` (no scheme, no path).
+   * @default env `YC_METADATA_ADDR` (the Yandex Cloud SDKs' variable), else env `GCE_METADATA_HOST`
+   * (Google's), else `'169.254.169.254'` — the link-local address of the service in Yandex Cloud and on GCE.
+   */
+  host?: string
+  /**
+   * One attempt, connect + response, in milliseconds (1 … 2^31-1).
+   * @default 1000 — the service is link-local and answers in milliseconds; a second still covers a
+   * slow first token mint while a black hole off-cloud gives up quickly.
+   */
+  timeoutMs?: number
+  /**
+   * The whole call, retries included, in milliseconds (1 … 2^31-1).
+   * @default 3000 — inside the shortest handler timeouts users set (3 s), so the caller sees this
+   * package's clear error rather than the platform killing the handler.
+   */
+  deadlineMs?: number
+  /**
+   * Attempts per call, a whole number from 1 to 100. Refused connections, timeouts and 5xx are
+   * retried with jittered backoff; a 404 is not.
+   * @default 5 — the backoff waits at most 1.5 s in all: a metadata service that refuses connections
+   * in the first second of a container is covered, and nothing listening still fails in under 2 s.
+   */
+  maxAttempts?: number
+  /**
+   * Refresh in the background when less than this many seconds are left (0 … 86400; capped at half
+   * the token's lifetime, so short-lived tokens stay useful).
+   * @default 240 — below the 5 minutes before expiry at which metadata servers renew the token they
+   * hand out, so a refresh rarely gets the old token back.
+   */
+  refreshMarginSeconds?: number
+}
+
+/**
+ * The invocation context of a Yandex Cloud Function (the handler's second argument). When a service
+ * account is attached to the function, `token` carries its IAM token.
+ */
+export interface CloudFunctionContext {
+  token?: {
+    access_token: string
+    /** Seconds from the start of the invocation. */
+    expires_in: number
+    token_type?: string
+  }
+  [key: string]: unknown
+}
+
+/** Per-call options of `TokenProvider#getToken`. */
+export interface GetTokenOptions {
+  /** Skip the cache (and any `context`) and ask the metadata service now. @default false */
+  forceRefresh?: boolean
+  /**
+   * Reject this call with an `AbortError` (`code` `'ABORT_ERR'`) when the signal aborts; a request
+   * shared with other callers carries on for them.
+   */
+  signal?: AbortSignal
+  /**
+   * A Cloud Functions context: when it carries a usable token, that token is returned with no request.
+   * Otherwise (no service account attached, or its time is up) the metadata service is asked as usual.
+   */
+  context?: CloudFunctionContext | null
+}
+
+/** Call options the default `getToken` accepts as its first argument (an object with nothing else). */
+export interface DefaultGetTokenOptions {
+  forceRefresh?: boolean
+  signal?: AbortSignal
+}
+
+/** Counters of a provider since it was made. */
+export interface TokenProviderStats {
+  /** Calls answered from memory (this thread). */
+  cacheHits: number
+  /** Calls answered from a Cloud Functions context (this thread). */
+  contextTokens: number
+  /** HTTP requests sent to the metadata service, retries included (all threads, for the default provider). */
+  upstreamRequests: number
+  /** Of those, the requests that were retries. */
+  retries: number
+  /** Fetches started (each makes one or more requests), background refreshes included. */
+  fetches: number
+  /** Fetches started ahead of expiry in the background. */
+  backgroundRefreshes: number
+  /** Fetches that ended in an error. */
+  failures: number
+  /** The code of the latest failure, or null if there was none. */
+  lastErrorCode: MetadataTokenErrorCode | null
+  /** Whole seconds the cached token has left, or null when nothing usable is cached. */
+  expiresInSeconds: number | null
+}
+
+/** A token source with its own cache, settings and counters. */
+export class TokenProvider {
+  /** @throws {MetadataTokenError} with code `'ERR_INVALID_OPTION'` for an option it cannot use. */
+  constructor(options?: TokenProviderOptions)
+  /** From memory while fresh; otherwise one request shared by every concurrent caller. */
+  getToken(options?: GetTokenOptions): Promise<Token>
+  /** `'Bearer ' + token`, ready for an `Authorization` header. */
+  getAuthorizationHeader(options?: GetTokenOptions): Promise<string>
+  /** Counters and the current expiry; never the token. */
+  stats(): TokenProviderStats
+  /** `{ url, stats }`: what `JSON.stringify(provider)` shows; never the token. */
+  toJSON(): { url: string; stats: TokenProviderStats }
+}
+
+/**
+ * The token from the process-wide default provider (settings from the environment). The first
+ * argument (a handler's event) is ignored unless it is nothing but `{ forceRefresh?, signal? }`;
+ * the second, a Cloud Functions context, supplies the token when it carries one.
+ */
+export function getToken(event?: unknown, context?: CloudFunctionContext | null): Promise<Token>
+export function getToken(options: DefaultGetTokenOptions, context?: CloudFunctionContext | null): Promise<Token>
+
+/** `'Bearer ' + token` from the default provider; arguments as `getToken`. */
+export function getAuthorizationHeader(event?: unknown, context?: CloudFunctionContext | null): Promise<string>
+
+/**
+ * The provider behind `getToken()`, e.g. for `defaultProvider().stats()`.
+ * @throws {MetadataTokenError} with code `'ERR_INVALID_OPTION'` when `YC_METADATA_ADDR` or
+ * `GCE_METADATA_HOST` is not a valid `host[:port]`.
+ */
+export function defaultProvider(): TokenProvider
+
+/** Every `code` a `MetadataTokenError` can carry. */
+export declare const CODES: Readonly<{
+  /** Connection refused, no route, reset: off-cloud, or the service is not up yet (retried). */
+  UNREACHABLE: 'ERR_METADATA_UNREACHABLE'
+  /** No answer within `timeoutMs` (retried) or `deadlineMs`. */
+  TIMEOUT: 'ERR_METADATA_TIMEOUT'
+  /** HTTP 404: no service account is attached to the revision, function or VM (not retried). */
+  NO_SERVICE_ACCOUNT: 'ERR_METADATA_NO_SERVICE_ACCOUNT'
+  /** Any other non-2xx; `err.status` holds it (429 and 5xx retried). */
+  STATUS: 'ERR_METADATA_STATUS'
+  /** Not JSON, a field missing or of the wrong type, body over 16 KiB, or a redirect. */
+  BAD_RESPONSE: 'ERR_METADATA_BAD_RESPONSE'
+  /** A bad option, call argument or environment value; the message names it. */
+  INVALID_OPTION: 'ERR_INVALID_OPTION'
+  /** A bug in this package; please report it. */
+  INTERNAL: 'ERR_METADATA_INTERNAL'
+}>
+
+/** The union of the code strings in `CODES`. */
+export type MetadataTokenErrorCode = (typeof CODES)[keyof typeof CODES]
+
+/**
+ * How every failure rejects (aborts excepted: they reject with an `Error` whose `name` is
+ * `'AbortError'` and `code` is `'ABORT_ERR'`). The message names the URL and a hint, never the token.
+ */
+export class MetadataTokenError extends Error {
+  constructor(message: string, code: MetadataTokenErrorCode, status?: number)
+  name: 'MetadataTokenError'
+  code: MetadataTokenErrorCode
+  /** The HTTP status, for `'ERR_METADATA_STATUS'`. */
+  status?: number
+}
