@@ -154,6 +154,10 @@ fn transport_error(error: &reqwest::Error) -> Error {
 }
 
 #[cfg(test)]
+#[path = "fetch_properties.rs"]
+mod properties;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
