@@ -536,7 +536,10 @@ mod tests {
             tokio::runtime::Handle::current()
         }
         // The first outcome is taken by the flight that never runs.
-        let outcomes = [(Duration::ZERO, token("never", 60)), (Duration::ZERO, token("a", 60))];
+        let outcomes = [
+            (Duration::ZERO, token("never", 60)),
+            (Duration::ZERO, token("a", 60)),
+        ];
         let upstream = Script { outcomes: Mutex::new(outcomes.into()), fetches: Arc::default() };
         let cache = Cache::new(Box::new(upstream), Duration::from_secs(240), flaky_runtime);
         assert_eq!(get(&cache, false).await.unwrap_err().error, Error::Internal);
