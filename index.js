@@ -85,7 +85,8 @@ function newState(options, shared, label) {
   try {
     native = new NativeProvider(options, env.YC_METADATA_ADDR, env.GCE_METADATA_HOST, shared)
   } catch (err) {
-    throw new MetadataTokenError(err.message, err.code || CODES.INVALID_OPTION)
+    if (err.code !== CODES.INVALID_OPTION) throw internalError()
+    throw new MetadataTokenError(err.message, err.code)
   }
   // memo: the last token seen with the moments (on both clocks, as the core judges them) until
   // which it needs no refresh and at which it expires.
@@ -114,7 +115,26 @@ function remember(state, t) {
   return { token: t.token, expiresInSeconds: Math.ceil(t.expiresInMs / 1000) }
 }
 
+// The core turns its own panics into thrown errors (catch_unwind in src/lib.rs). Whatever a bug
+// throws reaches the caller as a rejected promise with a code, never as a synchronous throw. The
+// panic's own message went to stderr; it is not passed on, so nothing from the core's memory can
+// reach a log through an error message.
 function request(state, forceRefresh, signal) {
+  try {
+    return requestNow(state, forceRefresh, signal)
+  } catch (err) {
+    return Promise.reject(internalError())
+  }
+}
+
+function internalError() {
+  return new MetadataTokenError(
+    'Internal error in yc-metadata-token (a bug; the details are on stderr). Please report it.',
+    CODES.INTERNAL
+  )
+}
+
+function requestNow(state, forceRefresh, signal) {
   if (signal && signal.aborted) {
     if (DEBUG) debug(state, 'signal already aborted: rejected without a request')
     return Promise.reject(abortError(signal))

@@ -158,7 +158,9 @@ function startEmulator(options) {
   function currentExpiresIn() {
     if (!countdown) return expiresIn;
     const leftMs = tokenSetAt + expiresIn * 1000 - Date.now();
-    return Math.max(0, Math.ceil(leftMs / 1000));
+    // Whole seconds rounded down, as real metadata servers truncate: rounding up would tell
+    // clients a token lives up to a second longer than it does.
+    return Math.max(0, Math.floor(leftMs / 1000));
   }
 
   function tokenBody() {

@@ -261,7 +261,13 @@ impl Cache {
         let cache = Arc::clone(self);
         let fetch = self.upstream.fetch();
         self.lock().stats.fetches += 1;
-        (self.runtime)().spawn(async move {
+        // Starting the runtime can fail (no thread allowed in a tight container). The flight must
+        // still end, or every later caller would wait on it forever.
+        let runtime = match std::panic::catch_unwind(self.runtime) {
+            Ok(runtime) => runtime,
+            Err(_) => return self.finish(sent, (Err(Error::Internal), 0)),
+        };
+        runtime.spawn(async move {
             // The fetch runs as a task of its own so that a panic in it ends as an error for the
             // waiters instead of leaving them waiting forever.
             let outcome = match tokio::spawn(fetch).await {
@@ -575,6 +581,30 @@ mod tests {
     async fn a_panic_becomes_an_internal_error() {
         let (cache, _) = cache(240, vec![(0, Err(Error::Internal)), (0, token("a", 60))]);
         assert_eq!(get(&cache, false).await.unwrap_err().error, Error::Internal);
+        assert_eq!(get(&cache, false).await.unwrap().token, "a");
+    }
+
+    #[tokio::test]
+    async fn a_runtime_that_cannot_start_fails_the_flight_instead_of_leaving_it_open() {
+        static STARTS: AtomicU32 = AtomicU32::new(0);
+        fn flaky_runtime() -> tokio::runtime::Handle {
+            if STARTS.fetch_add(1, Ordering::SeqCst) == 0 {
+                panic!("no thread for the runtime");
+            }
+            tokio::runtime::Handle::current()
+        }
+        // The first outcome is taken by the flight that never runs.
+        let outcomes = [
+            (Duration::ZERO, token("never", 60)),
+            (Duration::ZERO, token("a", 60)),
+        ];
+        let upstream = Script {
+            outcomes: Mutex::new(outcomes.into()),
+            fetches: Arc::default(),
+        };
+        let cache = Cache::new(Box::new(upstream), Duration::from_secs(240), flaky_runtime);
+        assert_eq!(get(&cache, false).await.unwrap_err().error, Error::Internal);
+        assert!(cache.lock().flight.is_none());
         assert_eq!(get(&cache, false).await.unwrap().token, "a");
     }
 

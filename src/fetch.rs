@@ -165,6 +165,10 @@ fn transport_error(error: &reqwest::Error) -> Error {
 }
 
 #[cfg(test)]
+#[path = "fetch_properties.rs"]
+mod properties;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 

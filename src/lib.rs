@@ -1,5 +1,8 @@
 //! The N-API surface, and only that: JavaScript values in, core calls, JavaScript values out.
 //! The JavaScript side (index.js) turns failures into `Error`s with their `code`.
+//!
+//! Every method catches panics (`catch_unwind`): a panic crossing the N-API boundary aborts Node;
+//! caught, it is thrown as a JavaScript error that index.js reports as `ERR_METADATA_INTERNAL`.
 
 mod cache;
 mod config;
@@ -54,7 +57,7 @@ pub struct NativeProvider {
 #[napi]
 impl NativeProvider {
     /// Throws an `Error` with `code` `ERR_INVALID_OPTION` for an option it cannot use.
-    #[napi(constructor)]
+    #[napi(constructor, catch_unwind)]
     pub fn new(
         options: Unknown,
         yc_metadata_addr: Option<String>,
@@ -75,13 +78,13 @@ impl NativeProvider {
     }
 
     /// The cached token if it is usable now, else `null`. No thread hop, no network.
-    #[napi]
+    #[napi(catch_unwind)]
     pub fn peek(&self) -> Option<Snapshot> {
         self.cache.peek().map(snapshot)
     }
 
     /// A promise of an `Outcome`; concurrent calls share one upstream fetch.
-    #[napi(ts_return_type = "Promise<Outcome>")]
+    #[napi(ts_return_type = "Promise<Outcome>", catch_unwind)]
     pub fn fetch<'env>(&self, env: &'env Env, force: bool) -> napi::Result<Object<'env>> {
         let (deferred, promise) = env.create_deferred()?;
         let url = Arc::clone(&self.url);
@@ -92,7 +95,7 @@ impl NativeProvider {
         Ok(promise)
     }
 
-    #[napi]
+    #[napi(catch_unwind)]
     pub fn stats(&self) -> NativeStats {
         let s = self.cache.stats();
         NativeStats {
@@ -106,7 +109,7 @@ impl NativeProvider {
         }
     }
 
-    #[napi(getter)]
+    #[napi(getter, catch_unwind)]
     pub fn url(&self) -> String {
         self.url.to_string()
     }
