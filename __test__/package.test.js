@@ -130,7 +130,7 @@ test('distribution: release build, packed tarballs, clean install, Node matrix',
           // getToken() once for the default provider, forceRefresh once for its own provider.
           assert.equal(emulator.requests - before, 2, 'upstream requests');
           const ms = await matrix.requireMs(node, installed.app);
-          t.diagnostic(node.version + ': require median ' + ms.toFixed(2) + ' ms over ' + matrix.REQUIRE_RUNS + ' fresh processes' +
+          t.diagnostic(node.version + ': require median ' + matrix.formatMs(ms) + ' over ' + matrix.REQUIRE_RUNS + ' fresh processes' +
             (summary.notes.length ? '; ' + summary.notes.join('; ') : ''));
         });
       }

