@@ -49,6 +49,9 @@ fi
 # The venv first on PATH: cargo-zigbuild finds zig through its python3 (`python3 -m ziglang`), and the
 # napi CLI finds `cargo zigbuild` instead of trying `cargo install`.
 export PATH="$PWD/$TOOLS/bin:$PATH"
+# A target directory of its own: zig's compiler settings would otherwise invalidate the build
+# scripts and proc-macros that `npm run build` shares, and each build would redo the other's work.
+export CARGO_TARGET_DIR="$PWD/target/zig"
 node_modules/.bin/napi build --platform --release --no-js --cross-compile --target "$TARGET" --output-dir "$OUT_DIR"
 
 ls -l "$OUT_DIR"/*.node >&2
