@@ -127,7 +127,7 @@ test('distribution: release build, packed tarballs, clean install, Node matrix',
           const before = emulator.requests;
           const summary = await matrix.checkOn(node, installed.app, emulator.address, token, port);
           assert.equal(summary.node, node.version);
-          // getToken() once for the default provider, forceRefresh once for its own provider.
+          // One fetch by the default provider, one by a TokenProvider; every other answer is cached.
           assert.equal(emulator.requests - before, 2, 'upstream requests');
           const ms = await matrix.requireMs(node, installed.app);
           t.diagnostic(node.version + ': require median ' + matrix.formatMs(ms) + ' over ' + matrix.REQUIRE_RUNS + ' fresh processes' +
