@@ -19,7 +19,7 @@ const PATIENT_TIMEOUT_MS = 15000
 const PATIENT_DEADLINE_MS = 30000
 
 // `warm`: after one require of a built-in, as in any program that has loaded anything (Node 18
-// spends ~3 ms on its first require of all). `cold`: the first require of the process.
+// spends 1-3 ms more on its first require of all). `cold`: the first require of the process.
 function timeRequire(warm) {
   if (warm) require('fs')
   const started = process.hrtime.bigint()

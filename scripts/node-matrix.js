@@ -70,12 +70,15 @@ function pathWithoutCargo() {
     .join(path.delimiter)
 }
 
-// The environment for npm and the checks: this process's, minus what `npm test` injects about the
-// repository (npm_config_local_prefix and friends would point npm back at it).
+// What `npm test` injects about the repository itself: the prefixes would point npm back at it.
+// Registry, cache and proxy settings pass through.
+const REPOSITORY_NPM_ENV = /^npm_(package_|lifecycle_|config_(local_|global_)?prefix$)/i
+
+// The environment for npm and the checks: this process's, without cargo and the repository.
 function cleanEnv(extra) {
   const env = {}
   for (const key of Object.keys(process.env)) {
-    if (!/^npm_/i.test(key)) env[key] = process.env[key]
+    if (!REPOSITORY_NPM_ENV.test(key)) env[key] = process.env[key]
   }
   return Object.assign(env, { PATH: pathWithoutCargo() }, extra)
 }
