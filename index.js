@@ -6,7 +6,6 @@
 // `Error` objects with their `code`. Debug output, hit counters and the Cloud Functions context
 // live here too; each costs one boolean or counter on the cached path.
 
-const { performance } = require('perf_hooks')
 const { NativeProvider } = require('./binding')
 
 const CODES = Object.freeze({
@@ -98,8 +97,15 @@ function newState(options, shared, label) {
   return state
 }
 
+// Monotonic milliseconds. process.hrtime rather than perf_hooks: loading perf_hooks alone takes ~1 ms
+// of a cold start.
+function monotonicMs() {
+  const [seconds, nanos] = process.hrtime()
+  return seconds * 1e3 + nanos / 1e6
+}
+
 function remember(state, t) {
-  const mono = performance.now()
+  const mono = monotonicMs()
   const wall = Date.now()
   if (DEBUG && (state.memo === null || state.memo.token !== t.token)) {
     debug(state, 'new token ' + fingerprint(t.token) + ', expires in ' + ms(t.expiresInMs) +
@@ -142,7 +148,7 @@ function requestNow(state, forceRefresh, signal) {
   if (!forceRefresh) {
     const memo = state.memo
     if (memo !== null) {
-      const mono = performance.now()
+      const mono = monotonicMs()
       const wall = Date.now()
       if (mono < memo.freshMono && wall < memo.freshWall) {
         state.hits++

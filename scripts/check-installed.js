@@ -1,0 +1,156 @@
+'use strict'
+
+// Runs inside a clean install of the packed package (copied next to its node_modules, where a user's
+// code would sit), on every Node major from 14 on, so it keeps to Node 14 syntax and APIs.
+//
+//   node check.js time cold|warm → prints the milliseconds `require('yc-metadata-token')` took
+//   node check.js check   → loads, fetches from the emulator, checks error codes; prints a JSON summary
+//
+// Input (check): YC_METADATA_ADDR (a running emulator), EXPECT_TOKEN (the token it hands out),
+// CLOSED_PORT (a loopback port nobody listens on). Exits non-zero with the failed assertion.
+
+const assert = require('assert')
+const util = require('util')
+const Module = require('module')
+
+const PACKAGE = 'yc-metadata-token'
+// Generous on purpose (see check()): the emulator is on loopback, only CPU starvation delays it.
+const PATIENT_TIMEOUT_MS = 15000
+const PATIENT_DEADLINE_MS = 30000
+
+// `warm`: after one require of a built-in, as in any program that has loaded anything (Node 18
+// spends 1-3 ms more on its first require of all). `cold`: the first require of the process.
+function timeRequire(warm) {
+  if (warm) require('fs')
+  const started = process.hrtime.bigint()
+  require(PACKAGE)
+  const ms = Number(process.hrtime.bigint() - started) / 1e6
+  console.log(String(ms))
+}
+
+// Loads the package while watching what it touches: the loader must not read process.report or
+// start a child process (each costs tens of milliseconds on a cold start).
+function loadWatched() {
+  const requested = []
+  const originalLoad = Module._load
+  Module._load = function (request) {
+    requested.push(request)
+    return originalLoad.apply(this, arguments)
+  }
+  let reportRead = false
+  const report = Object.getOwnPropertyDescriptor(process, 'report')
+  if (report && report.configurable) {
+    Object.defineProperty(process, 'report', {
+      configurable: true,
+      enumerable: report.enumerable,
+      get: function () {
+        reportRead = true
+        return report.get ? report.get.call(process) : report.value
+      },
+    })
+  }
+  let pkg
+  try {
+    pkg = require(PACKAGE)
+  } finally {
+    Module._load = originalLoad
+    if (report && report.configurable) Object.defineProperty(process, 'report', report)
+  }
+  assert.ok(!reportRead, 'the loader read process.report')
+  const spawning = requested.filter((r) => r === 'child_process' || r === 'node:child_process')
+  assert.deepStrictEqual(spawning, [], 'the loader required child_process')
+  const addons = Object.keys(require.cache).filter((file) => /\.node$/.test(file))
+  assert.strictEqual(addons.length, 1, 'one native addon loaded, got ' + JSON.stringify(addons))
+  return { pkg, addon: addons[0] }
+}
+
+async function check() {
+  const notes = []
+  const expected = process.env.EXPECT_TOKEN
+  const closedPort = process.env.CLOSED_PORT
+  assert.ok(expected && process.env.YC_METADATA_ADDR && closedPort, 'EXPECT_TOKEN, YC_METADATA_ADDR and CLOSED_PORT are required')
+
+  const loaded = loadWatched()
+  const pkg = loaded.pkg
+  assert.ok(
+    /node_modules[\\/]yc-metadata-token-[a-z0-9-]+[\\/]/.test(loaded.addon),
+    'the addon comes from the platform package, not ' + loaded.addon
+  )
+
+  // Timeouts for a busy CI machine: this checks loading and answers, not latency. The first fetch
+  // also starts the addon's runtime, so that the default provider's call below (default 1-s
+  // attempts, which no option can widen) only has one loopback request left to make.
+  const provider = new pkg.TokenProvider({ host: process.env.YC_METADATA_ADDR, timeoutMs: PATIENT_TIMEOUT_MS, deadlineMs: PATIENT_DEADLINE_MS })
+  const own = await provider.getToken()
+  assert.strictEqual(own.token, expected, 'TokenProvider#getToken returned the wrong token')
+  assert.ok(Number.isInteger(own.expiresInSeconds) && own.expiresInSeconds > 0, 'expiresInSeconds ' + own.expiresInSeconds)
+
+  // The default provider finds the emulator through YC_METADATA_ADDR, as on a laptop.
+  const first = await pkg.getToken()
+  assert.strictEqual(first.token, expected, 'getToken() returned the wrong token')
+  const cached = await pkg.getToken({ httpMethod: 'GET', body: '' })
+  assert.strictEqual(cached.token, expected, 'getToken(event) returned the wrong token')
+
+  for (const value of [provider, pkg, pkg.getToken, pkg.TokenProvider]) {
+    const shown = util.inspect(value, { depth: 10, showHidden: true })
+    assert.ok(shown.indexOf(expected) === -1, 'util.inspect shows the token')
+  }
+
+  // One attempt, so that a refused connection is reported as such rather than as a deadline.
+  const unreachable = new pkg.TokenProvider({ host: '127.0.0.1:' + closedPort, maxAttempts: 1 })
+  await assert.rejects(unreachable.getToken(), (err) => {
+    assert.ok(err instanceof Error, 'rejects with an Error')
+    assert.strictEqual(err.code, pkg.CODES.UNREACHABLE)
+    assert.ok(err.message.indexOf(expected) === -1, 'the message shows the token')
+    return true
+  })
+
+  const invalid = [{ timeoutMs: -1 }, { host: 'http://127.0.0.1' }, { maxAttempts: 0.5 }, { hots: 'x' }]
+  for (const options of invalid) {
+    assert.throws(
+      () => new pkg.TokenProvider(options),
+      (err) => err.code === 'ERR_INVALID_OPTION' && err instanceof pkg.MetadataTokenError,
+      'ERR_INVALID_OPTION for ' + JSON.stringify(options)
+    )
+  }
+  await assert.rejects(provider.getToken({ forceRefresh: 'yes' }), (err) => err.code === 'ERR_INVALID_OPTION')
+
+  // The emulator ships too (users run it off-cloud): serve a token with it on this Node as well.
+  const emulatorDir = require('path').join(require.resolve(PACKAGE + '/package.json'), '..', 'emulator')
+  const emulator = await require(emulatorDir).startEmulator({ token: 'own-' + expected, expiresIn: 60 })
+  try {
+    const fromOwn = await new pkg.TokenProvider({ host: emulator.address, timeoutMs: PATIENT_TIMEOUT_MS, deadlineMs: PATIENT_DEADLINE_MS }).getToken()
+    assert.strictEqual(fromOwn.token, 'own-' + expected, 'token from the packaged emulator')
+  } finally {
+    await emulator.close()
+  }
+  const cli = require('path').join(emulatorDir, 'cli.js')
+  const syntax = require('child_process').spawnSync(process.execPath, ['--check', cli], { encoding: 'utf8' })
+  assert.strictEqual(syntax.status, 0, 'emulator/cli.js does not parse on Node ' + process.version + ':\n' + syntax.stderr)
+
+  if (typeof AbortController === 'function') {
+    const controller = new AbortController()
+    controller.abort()
+    await assert.rejects(provider.getToken({ forceRefresh: true, signal: controller.signal }), (err) => {
+      return err.name === 'AbortError' && err.code === 'ABORT_ERR'
+    })
+  } else {
+    notes.push('no AbortController on Node ' + process.version + ': abort not checked')
+  }
+
+  // No explicit exit: the process must end by itself once the work is done (no handle keeps it alive).
+  console.log(JSON.stringify({ node: process.version, addon: loaded.addon, notes }))
+}
+
+const mode = process.argv[2]
+if (mode === 'time') {
+  timeRequire(process.argv[3] === 'warm')
+} else if (mode === 'check') {
+  check().catch((err) => {
+    console.error(err && err.stack ? err.stack : err)
+    process.exitCode = 1
+  })
+} else {
+  console.error('usage: node check.js time cold|warm, or node check.js check')
+  process.exitCode = 2
+}

