@@ -70,7 +70,8 @@ function packRoot(destination) {
     const from = path.join(ROOT, file)
     if (!fs.existsSync(from)) continue
     fs.mkdirSync(path.dirname(path.join(stage, file)), { recursive: true })
-    fs.copyFileSync(from, path.join(stage, file))
+    // `files` may name folders (bin/); cpSync copies either.
+    fs.cpSync(from, path.join(stage, file), { recursive: true })
   }
   fs.writeFileSync(path.join(stage, 'package.json'), JSON.stringify(manifest, null, 2) + '\n')
   const packed = npmPack(stage, destination)
