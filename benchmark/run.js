@@ -123,7 +123,7 @@ function quantile(xs, q) {
 
 function fmtTime(ms) {
   if (ms < 0.001) return (ms * 1e6).toFixed(0) + ' ns'
-  if (ms < 1) return (ms * 1000).toPrecision(3).replace(/\.?0+$/, '') + ' µs'
+  if (ms < 1) return String(Number((ms * 1000).toPrecision(3))) + ' µs'
   if (ms < 100) return ms.toPrecision(3) + ' ms'
   return ms.toFixed(0) + ' ms'
 }

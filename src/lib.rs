@@ -66,7 +66,7 @@ impl NativeProvider {
         let env = Environment { yc_metadata_addr, gce_metadata_host };
         let settings = config::settings(&options, &env).map_err(invalid)?;
         Ok(NativeProvider {
-            cache: provider::provider(&settings, shared),
+            cache: provider::provider(&settings, shared).map_err(invalid)?,
             url: settings.url().into(),
         })
     }
