@@ -19,7 +19,7 @@ const { SUBJECTS, PEERS } = require('./subjects')
 const ROOT = path.join(__dirname, '..')
 const CHILD = path.join(__dirname, 'child.js')
 // Rounds per kind of figure: cold figures are noisy and cheap, loops long and steady.
-const ROUNDS = { cold: 15, cached: 5, forced: 5, concurrent: 7 }
+const ROUNDS = { cold: 15, cached: 7, forced: 7, concurrent: 7 }
 // A child that takes longer than this is stuck (a peer retrying forever, say).
 const CHILD_TIMEOUT_MS = 60000
 // Where the peers' dependencies live; a peer that cannot load from here is shown as n/a.
@@ -216,7 +216,11 @@ async function main() {
       if (field === 'rssMb') ratio = ((o - bareRss) / (best - bareRss)).toFixed(2) + '×'
       else if (field === 'threadsAdded' || field === 'requests') ratio = o + ' vs ' + best
       else ratio = (o / best).toFixed(2) + '×'
-      if (field === 'p50' && mode === 'forced' && floorXs) ratio += '; ' + (o / median(floorXs)).toFixed(2) + '× raw socket'
+    }
+    if (field === 'p50' && mode === 'forced' && ours) {
+      // Paired: each run's p50 over the raw socket's p50 measured in turns in the same process.
+      const paired = results.ours.forced.map((r) => r.p50 / r.floorP50)
+      ratio += '; ' + median(paired).toFixed(2) + '× raw socket (paired, ' + Math.min(...paired).toFixed(2) + '–' + Math.max(...paired).toFixed(2) + ')'
     }
     json.rows[label] = {}
     for (const name of columns.slice(0, -1)) json.rows[label][name] = get(name, mode, field)
