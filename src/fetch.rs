@@ -1,10 +1,6 @@
 //! One HTTP attempt: GET the token path, classify the answer, read a capped body, validate it.
 
 use crate::error::Error;
-use bytes::Bytes;
-use http_body_util::{BodyExt, Empty};
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 use std::time::Duration;
 
 /// A token response is a few hundred bytes (Yandex IAM tokens ~300, Google access tokens under
@@ -20,60 +16,43 @@ pub struct Fetched {
     pub expires_in: Duration,
 }
 
-/// The HTTP client: hyper's pooled HTTP/1 client, without reqwest's layers (URL re-parsing,
-/// redirect and retry policies, proxy lookup) that a forced refresh paid for on every request.
-/// It never uses a proxy (a proxy would see the token) and never follows a redirect (the Location
-/// would get the Metadata-Flavor header and the token request): it has neither feature.
-pub type Client = hyper_util::client::legacy::Client<HttpConnector, Empty<Bytes>>;
-
-const USER_AGENT: &str = concat!("yc-metadata-token/", env!("CARGO_PKG_VERSION"));
-
-/// Must be called on the runtime: the client spawns its connection tasks there.
-pub fn client() -> Client {
-    let mut connector = HttpConnector::new();
-    connector.set_nodelay(true);
-    hyper_util::client::legacy::Client::builder(TokioExecutor::new())
+/// A client that never uses a proxy (a proxy would see the token) and never follows a redirect
+/// (the Location would get the Metadata-Flavor header and the token request).
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent(concat!("yc-metadata-token/", env!("CARGO_PKG_VERSION")))
         // One kept-alive connection is all a single-flight client ever needs.
         .pool_max_idle_per_host(1)
-        .build(connector)
+        .build()
+        .expect("a plain HTTP client without TLS always builds")
 }
 
 /// One attempt, bounded by `timeout` from connect to the last byte of the body.
-pub async fn attempt(client: &Client, url: &http::Uri, timeout: Duration) -> Result<Fetched, Error> {
+pub async fn attempt(client: &reqwest::Client, url: &reqwest::Url, timeout: Duration) -> Result<Fetched, Error> {
     tokio::time::timeout(timeout, attempt_untimed(client, url))
         .await
         .unwrap_or(Err(Error::Timeout))
 }
 
-async fn attempt_untimed(client: &Client, url: &http::Uri) -> Result<Fetched, Error> {
-    let request = http::Request::get(url.clone())
+async fn attempt_untimed(client: &reqwest::Client, url: &reqwest::Url) -> Result<Fetched, Error> {
+    let mut response = client
+        .get(url.clone())
         .header("Metadata-Flavor", "Google")
-        .header(http::header::USER_AGENT, USER_AGENT)
-        .body(Empty::new())
-        .map_err(|_| Error::Internal)?;
-    let response = client.request(request).await.map_err(|e| {
-        let connect = e.is_connect();
-        transport_error(&e, connect)
-    })?;
+        .send()
+        .await
+        .map_err(|e| transport_error(&e))?;
     classify_status(response.status().as_u16())?;
-    let content_length = response
-        .headers()
-        .get(http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if content_length.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
+    if response.content_length().is_some_and(|n| n > MAX_BODY_BYTES as u64) {
         return Err(too_large());
     }
-    let mut response = response.into_body();
     let mut body = Vec::new();
-    while let Some(frame) = response.frame().await {
-        let frame = frame.map_err(|e| transport_error(&e, false))?;
-        if let Ok(chunk) = frame.into_data() {
-            if body.len() + chunk.len() > MAX_BODY_BYTES {
-                return Err(too_large());
-            }
-            body.extend_from_slice(&chunk);
+    while let Some(chunk) = response.chunk().await.map_err(|e| transport_error(&e))? {
+        if body.len() + chunk.len() > MAX_BODY_BYTES {
+            return Err(too_large());
         }
+        body.extend_from_slice(&chunk);
     }
     parse(&body)
 }
@@ -150,9 +129,9 @@ fn json_type(value: &serde_json::Value) -> &'static str {
     }
 }
 
-/// Names what went wrong on the wire from the innermost I/O error, in our words: hyper's own
-/// message is not passed on. `connect` says the client failed before a connection was made.
-fn transport_error(error: &(dyn std::error::Error + 'static), connect: bool) -> Error {
+/// Names what went wrong on the wire from the innermost I/O error, in our words: reqwest's own
+/// message is not passed on.
+fn transport_error(error: &reqwest::Error) -> Error {
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
     while let Some(e) = source {
         if let Some(io) = e.downcast_ref::<std::io::Error>() {
@@ -167,7 +146,7 @@ fn transport_error(error: &(dyn std::error::Error + 'static), connect: bool) -> 
         }
         source = e.source();
     }
-    if connect {
+    if error.is_connect() {
         Error::Unreachable("could not connect")
     } else {
         Error::Unreachable("connection closed before the whole response arrived")

@@ -33,14 +33,14 @@ pub fn runtime() -> tokio::runtime::Handle {
 
 /// One client for the process, made on the runtime thread at the first fetch; it keeps the
 /// connection to the metadata service alive between refreshes.
-fn client() -> &'static fetch::Client {
-    static CLIENT: OnceLock<fetch::Client> = OnceLock::new();
+fn client() -> &'static reqwest::Client {
+    static CLIENT: OnceLock<reqwest::Client> = OnceLock::new();
     CLIENT.get_or_init(fetch::client)
 }
 
 struct Metadata {
     /// Parsed once: parsing per request cost more CPU than the rest of building it.
-    url: Arc<http::Uri>,
+    url: Arc<reqwest::Url>,
     policy: Policy,
 }
 
@@ -69,9 +69,7 @@ pub fn provider(settings: &Settings, shared: bool) -> Result<Arc<Cache>, Error> 
 }
 
 fn new_cache(settings: &Settings) -> Result<Arc<Cache>, Error> {
-    let url = settings
-        .url()
-        .parse::<http::Uri>()
+    let url = reqwest::Url::parse(&settings.url())
         .map_err(|_| Error::InvalidOption(format!("host {:?} does not make a valid URL", settings.host)))?;
     let upstream = Metadata {
         url: Arc::new(url),
