@@ -32,7 +32,7 @@ pub fn client() -> reqwest::Client {
 /// One attempt, bounded by `timeout` from connect to the last byte of the body.
 pub async fn attempt(
     client: &reqwest::Client,
-    url: &str,
+    url: &reqwest::Url,
     timeout: Duration,
 ) -> Result<Fetched, Error> {
     tokio::time::timeout(timeout, attempt_untimed(client, url))
@@ -40,9 +40,9 @@ pub async fn attempt(
         .unwrap_or(Err(Error::Timeout))
 }
 
-async fn attempt_untimed(client: &reqwest::Client, url: &str) -> Result<Fetched, Error> {
+async fn attempt_untimed(client: &reqwest::Client, url: &reqwest::Url) -> Result<Fetched, Error> {
     let mut response = client
-        .get(url)
+        .get(url.clone())
         .header("Metadata-Flavor", "Google")
         .send()
         .await

@@ -72,7 +72,7 @@ impl NativeProvider {
         };
         let settings = config::settings(&options, &env).map_err(invalid)?;
         Ok(NativeProvider {
-            cache: provider::provider(&settings, shared),
+            cache: provider::provider(&settings, shared).map_err(invalid)?,
             url: settings.url().into(),
         })
     }

@@ -1,0 +1,50 @@
+'use strict'
+
+// A smoke test of the benchmark harness (benchmark/child.js): every kind of measurement runs and
+// reports numbers, and the "token" each subject returns is the emulator's. Nothing here judges
+// speed; `npm run bench` prints the figures.
+
+const test = require('node:test')
+const assert = require('node:assert/strict')
+const path = require('node:path')
+const { execFile } = require('node:child_process')
+const { promisify } = require('node:util')
+const { startEmulator } = require('../emulator')
+
+const CHILD = path.join(__dirname, '..', 'benchmark', 'child.js')
+const TOKEN = 't1.smoke-test-token'
+
+async function measure(emu, mode, subject) {
+  const env = Object.assign({}, process.env, { YC_METADATA_ADDR: emu.address, BENCH_TOKEN: TOKEN })
+  const { stdout } = await promisify(execFile)(process.execPath, [CHILD, mode, subject], { env, timeout: 30000 })
+  return JSON.parse(stdout)
+}
+
+test('the benchmark harness measures ours and the floors', async (t) => {
+  const emu = await startEmulator({ token: TOKEN, expiresIn: 3600 })
+  t.after(() => emu.close())
+
+  const cold = await measure(emu, 'cold', 'ours')
+  for (const field of ['requireMs', 'firstMs', 'coldMs', 'rssMb', 'threadsAdded']) {
+    assert.equal(typeof cold[field], 'number', field)
+  }
+  assert.equal(emu.requests, 1)
+
+  for (const subject of ['ours', 'raw-socket', 'bare']) {
+    for (const mode of ['cached', 'forced']) {
+      const loop = await measure(emu, mode, subject)
+      assert.ok(loop.n >= 10 && loop.p50 > 0 && loop.p99 > 0, subject + ' ' + mode + ': ' + JSON.stringify(loop))
+    }
+  }
+
+  emu.reset()
+  const concurrent = await measure(emu, 'concurrent', 'ours')
+  assert.ok(concurrent.ms > 0)
+  assert.equal(emu.requests, 1, '1000 concurrent cold calls share one request')
+})
+
+test('a subject that returns the wrong token fails the measurement', async (t) => {
+  const emu = await startEmulator({ token: 'some-other-token', expiresIn: 3600 })
+  t.after(() => emu.close())
+  await assert.rejects(measure(emu, 'cold', 'raw-socket'), /other than the emulator token/)
+})
