@@ -208,6 +208,7 @@ async fn attempt_against(
             Ending::Reset => drop(socket.set_zero_linger()),
         }
     });
+    let url = reqwest::Url::parse(&url).expect("a loopback URL parses");
     let result = fetch::attempt(&fetch::client(), &url, timeout).await;
     server.abort();
     result
