@@ -87,9 +87,8 @@ function newState(options, shared, label) {
     if (err.code !== CODES.INVALID_OPTION) throw internalError()
     throw new MetadataTokenError(err.message, err.code)
   }
-  // memo: the last token seen with the moments (on both clocks, as the core judges them) until
-  // which it needs no refresh and at which it expires.
-  const state = { native, memo: null, inflight: null, hits: 0, contextTokens: 0, label, seen: null }
+  // memo: the last token seen and until when it needs no refresh (see remember).
+  const state = { native, memo: null, memoTimer: null, inflight: null, hits: 0, contextTokens: 0, label, seen: null }
   if (DEBUG) {
     state.seen = native.stats()
     debug(state, 'provider for ' + native.url)
@@ -104,21 +103,43 @@ function monotonicMs() {
   return seconds * 1e3 + nanos / 1e6
 }
 
+// The memo answers while the token needs no refresh, with one clock read per call. Two clocks
+// bound that window, as in the core: the wall clock, read on each call, counts the time a VM spends
+// suspended; an unref'd timer on the monotonic clock closes the window even if the wall clock is
+// stepped back. The timer holds only a tiny fence object, never the token or the provider, and
+// never keeps the process alive.
 function remember(state, t) {
-  const mono = monotonicMs()
   const wall = Date.now()
   if (DEBUG && (state.memo === null || state.memo.token !== t.token)) {
     debug(state, 'new token ' + fingerprint(t.token) + ', expires in ' + ms(t.expiresInMs) +
       ', no refresh needed for ' + ms(t.freshForMs))
   }
+  const expiresInSeconds = Math.ceil(t.expiresInMs / 1000)
+  const fence = { open: t.freshForMs > 0 }
+  if (state.memoTimer !== null) clearTimeout(state.memoTimer)
+  state.memoTimer = fence.open ? closeLater(fence, t.freshForMs) : null
   state.memo = {
     token: t.token,
-    freshMono: mono + t.freshForMs,
+    fence,
     freshWall: wall + t.freshForMs,
-    expiresMono: mono + t.expiresInMs,
     expiresWall: wall + t.expiresInMs,
+    // A wall clock stepped back must not make the token look longer-lived than the core said.
+    expiresInSeconds,
   }
-  return { token: t.token, expiresInSeconds: Math.ceil(t.expiresInMs / 1000) }
+  return { token: t.token, expiresInSeconds }
+}
+
+// setTimeout's ceiling; a longer window simply closes early and the core answers from then on.
+const MAX_TIMER_MS = 2147483647
+
+function closeLater(fence, ms) {
+  const timer = setTimeout(close, Math.min(ms, MAX_TIMER_MS), fence)
+  timer.unref()
+  return timer
+}
+
+function close(fence) {
+  fence.open = false
 }
 
 // The core turns its own panics into thrown errors (catch_unwind in src/lib.rs). Whatever a bug
@@ -148,13 +169,15 @@ function requestNow(state, forceRefresh, signal) {
   if (!forceRefresh) {
     const memo = state.memo
     if (memo !== null) {
-      const mono = monotonicMs()
       const wall = Date.now()
-      if (mono < memo.freshMono && wall < memo.freshWall) {
+      if (memo.fence.open && wall < memo.freshWall) {
         state.hits++
-        const left = Math.min(memo.expiresMono - mono, memo.expiresWall - wall)
+        const left = memo.expiresWall - wall
         if (DEBUG) debug(state, 'memo hit: ' + fingerprint(memo.token) + ', expires in ' + ms(left))
-        return Promise.resolve({ token: memo.token, expiresInSeconds: Math.ceil(left / 1000) })
+        return Promise.resolve({
+          token: memo.token,
+          expiresInSeconds: Math.min(Math.ceil(left / 1000), memo.expiresInSeconds),
+        })
       }
     }
     // Inside the refresh margin the core answers from memory and refreshes in the background.
@@ -167,13 +190,13 @@ function requestNow(state, forceRefresh, signal) {
   }
   let shared = state.inflight
   if (shared === null) {
-    const started = DEBUG ? performance.now() : 0
+    const started = DEBUG ? monotonicMs() : 0
     if (DEBUG) {
       debug(state, (forceRefresh ? 'forced refresh' : 'no usable token') + ': fetch started, callers wait')
     }
     shared = state.inflight = state.native.fetch(Boolean(forceRefresh)).then((outcome) => {
       state.inflight = null
-      if (DEBUG) debugFetchEnd(state, outcome, performance.now() - started)
+      if (DEBUG) debugFetchEnd(state, outcome, monotonicMs() - started)
       if (outcome.code !== undefined && outcome.code !== null) {
         throw new MetadataTokenError(outcome.message, outcome.code, outcome.status)
       }
@@ -288,7 +311,7 @@ function contextToken(state, context) {
       expiresIn === Infinity) {
     return null
   }
-  const mono = performance.now()
+  const mono = monotonicMs()
   const wall = Date.now()
   let seen = contextsSeen.get(context)
   if (seen === undefined) {

@@ -103,6 +103,26 @@ test('inside the margin: the cached token at once, a refresh in the background',
   })
 })
 
+test('a wall clock stepped back does not stretch the answer from memory', async () => {
+  await withEmulator({ token: 'old', expiresIn: 4 }, async (emu) => {
+    const provider = new TokenProvider({ host: emu.address })
+    await provider.getToken()
+    const realNow = Date.now
+    Date.now = () => realNow() - 3600 * 1000 // an NTP step an hour back
+    try {
+      await sleep(2100) // past the 2-s fresh window on the monotonic clock
+      emu.setToken('new', 4)
+      const got = await provider.getToken()
+      assert.equal(got.token, 'old', 'still valid, so still served')
+      assert.ok(got.expiresInSeconds <= 2, String(got.expiresInSeconds))
+      await sleep(300)
+      assert.equal(emu.requests, 2, 'the refresh started although the wall clock says no time passed')
+    } finally {
+      Date.now = realNow
+    }
+  })
+})
+
 test('an expired token is never returned: callers wait for a new one', async () => {
   await withEmulator({ token: 'short', expiresIn: 1 }, async (emu) => {
     const provider = new TokenProvider({ host: emu.address })
