@@ -32,8 +32,8 @@ export interface TokenProviderOptions {
    */
   deadlineMs?: number
   /**
-   * Attempts per call, a whole number from 1 to 100. Refused connections, timeouts and 5xx are
-   * retried with jittered backoff; a 404 is not.
+   * Attempts per call, a whole number from 1 to 100. Refused connections, resets, timeouts, 429 and
+   * 5xx are retried with jittered backoff; a 404 is not.
    * @default 5 — the backoff waits at most 1.5 s in all: a metadata service that refuses connections
    * in the first second of a container is covered, and nothing listening still fails in under 2 s.
    */
@@ -124,8 +124,8 @@ export class TokenProvider {
  * argument (a handler's event) is ignored unless it is nothing but `{ forceRefresh?, signal? }`;
  * the second, a Cloud Functions context, supplies the token when it carries one.
  */
-export function getToken(event?: unknown, context?: CloudFunctionContext | null): Promise<Token>
 export function getToken(options: DefaultGetTokenOptions, context?: CloudFunctionContext | null): Promise<Token>
+export function getToken(event?: unknown, context?: CloudFunctionContext | null): Promise<Token>
 
 /** `'Bearer ' + token` from the default provider; arguments as `getToken`. */
 export function getAuthorizationHeader(event?: unknown, context?: CloudFunctionContext | null): Promise<string>
@@ -137,7 +137,10 @@ export function getAuthorizationHeader(event?: unknown, context?: CloudFunctionC
  */
 export function defaultProvider(): TokenProvider
 
-/** Every `code` a `MetadataTokenError` can carry. */
+/**
+ * Every `code` a `MetadataTokenError` can carry. (`require('yc-metadata-token')` itself throws a
+ * plain Error with code `'ERR_METADATA_UNSUPPORTED_PLATFORM'` where no prebuilt addon fits.)
+ */
 export declare const CODES: Readonly<{
   /** Connection refused, no route, reset: off-cloud, or the service is not up yet (retried). */
   UNREACHABLE: 'ERR_METADATA_UNREACHABLE'
@@ -166,6 +169,6 @@ export class MetadataTokenError extends Error {
   constructor(message: string, code: MetadataTokenErrorCode, status?: number)
   name: 'MetadataTokenError'
   code: MetadataTokenErrorCode
-  /** The HTTP status, for `'ERR_METADATA_STATUS'`. */
+  /** The HTTP status, for `'ERR_METADATA_STATUS'` (and 404 for `'ERR_METADATA_NO_SERVICE_ACCOUNT'`). */
   status?: number
 }

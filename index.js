@@ -107,22 +107,30 @@ function monotonicMs() {
 // bound that window, as in the core: the wall clock, read on each call, counts the time a VM spends
 // suspended; an unref'd timer on the monotonic clock closes the window even if the wall clock is
 // stepped back. The timer holds only a tiny fence object, never the token or the provider, and
-// never keeps the process alive.
+// never keeps the process alive. (A loop that only ever awaits cached answers never lets the timer
+// run; it still stops at the wall-clock bound, which a stepped-back clock alone could stretch.)
+//
+// `t` carries wall-clock deadlines (milliseconds since the epoch) from the core, not durations, so
+// a thread that was busy when the fetch ended does not stretch them. Returns null if the token ran
+// out before this thread could take it.
 function remember(state, t) {
   const wall = Date.now()
+  const expiresInMs = t.expiresAtMs - wall
+  const freshForMs = t.freshUntilMs - wall
+  if (!(expiresInMs > 0)) return null
   if (DEBUG && (state.memo === null || state.memo.token !== t.token)) {
-    debug(state, 'new token ' + fingerprint(t.token) + ', expires in ' + ms(t.expiresInMs) +
-      ', no refresh needed for ' + ms(t.freshForMs))
+    debug(state, 'new token ' + fingerprint(t.token) + ', expires in ' + ms(expiresInMs) +
+      ', no refresh needed for ' + ms(Math.max(freshForMs, 0)))
   }
-  const expiresInSeconds = Math.ceil(t.expiresInMs / 1000)
-  const fence = { open: t.freshForMs > 0 }
+  const expiresInSeconds = Math.ceil(expiresInMs / 1000)
+  const fence = { open: freshForMs > 0 }
   if (state.memoTimer !== null) clearTimeout(state.memoTimer)
-  state.memoTimer = fence.open ? closeLater(fence, t.freshForMs) : null
+  state.memoTimer = fence.open ? closeLater(fence, freshForMs) : null
   state.memo = {
     token: t.token,
     fence,
-    freshWall: wall + t.freshForMs,
-    expiresWall: wall + t.expiresInMs,
+    freshWall: t.freshUntilMs,
+    expiresWall: t.expiresAtMs,
     // A wall clock stepped back must not make the token look longer-lived than the core said.
     expiresInSeconds,
   }
@@ -132,8 +140,8 @@ function remember(state, t) {
 // setTimeout's ceiling; a longer window simply closes early and the core answers from then on.
 const MAX_TIMER_MS = 2147483647
 
-function closeLater(fence, ms) {
-  const timer = setTimeout(close, Math.min(ms, MAX_TIMER_MS), fence)
+function closeLater(fence, delayMs) {
+  const timer = setTimeout(close, Math.min(delayMs, MAX_TIMER_MS), fence)
   timer.unref()
   return timer
 }
@@ -146,9 +154,9 @@ function close(fence) {
 // throws reaches the caller as a rejected promise with a code, never as a synchronous throw. The
 // panic's own message went to stderr; it is not passed on, so nothing from the core's memory can
 // reach a log through an error message.
-function request(state, forceRefresh, signal) {
+function request(state, forceRefresh, signal, context) {
   try {
-    return requestNow(state, forceRefresh, signal)
+    return requestNow(state, forceRefresh, signal, context)
   } catch (err) {
     return Promise.reject(internalError())
   }
@@ -161,12 +169,18 @@ function internalError() {
   )
 }
 
-function requestNow(state, forceRefresh, signal) {
+// `context`: a Cloud Functions invocation context, whose token wins unless forceRefresh asks the
+// metadata service.
+function requestNow(state, forceRefresh, signal, context) {
   if (signal && signal.aborted) {
     if (DEBUG) debug(state, 'signal already aborted: rejected without a request')
     return Promise.reject(abortError(signal))
   }
   if (!forceRefresh) {
+    if (context !== undefined && context !== null) {
+      const fromContext = contextToken(state, context)
+      if (fromContext !== null) return Promise.resolve(fromContext)
+    }
     const memo = state.memo
     if (memo !== null) {
       const wall = Date.now()
@@ -182,10 +196,11 @@ function requestNow(state, forceRefresh, signal) {
     }
     // Inside the refresh margin the core answers from memory and refreshes in the background.
     const snapshot = state.native.peek()
-    if (snapshot !== null) {
+    const fromCore = snapshot === null ? null : remember(state, snapshot)
+    if (fromCore !== null) {
       state.hits++
       if (DEBUG) debugPeek(state, snapshot)
-      return Promise.resolve(remember(state, snapshot))
+      return Promise.resolve(fromCore)
     }
   }
   let shared = state.inflight
@@ -194,14 +209,24 @@ function requestNow(state, forceRefresh, signal) {
     if (DEBUG) {
       debug(state, (forceRefresh ? 'forced refresh' : 'no usable token') + ': fetch started, callers wait')
     }
-    shared = state.inflight = state.native.fetch(Boolean(forceRefresh)).then((outcome) => {
-      state.inflight = null
-      if (DEBUG) debugFetchEnd(state, outcome, monotonicMs() - started)
-      if (outcome.code !== undefined && outcome.code !== null) {
-        throw new MetadataTokenError(outcome.message, outcome.code, outcome.status)
+    shared = state.inflight = state.native.fetch(Boolean(forceRefresh)).then(
+      (outcome) => {
+        state.inflight = null
+        if (DEBUG) debugFetchEnd(state, outcome, monotonicMs() - started)
+        if (outcome.code !== undefined && outcome.code !== null) {
+          throw new MetadataTokenError(outcome.message, outcome.code, outcome.status)
+        }
+        // The token ran out while this thread was too busy to take it: fetch again.
+        const got = remember(state, outcome)
+        return got !== null ? got : requestNow(state, false, undefined, undefined)
+      },
+      () => {
+        // The core settles with an Outcome; a rejection is a bug in the binding. Free the
+        // flight so that the next call tries again.
+        state.inflight = null
+        throw internalError()
       }
-      return remember(state, outcome)
-    })
+    )
     // Every caller gets the rejection through its own chain; this one only keeps a call whose
     // callers all aborted from becoming an unhandled rejection.
     shared.catch(noop)
@@ -223,28 +248,27 @@ function debugPeek(state, snapshot) {
     debug(state, 'background refreshes sent ' + (now.requests - before.requests) + ' request(s) since the last look')
   }
   const started = now.backgroundRefreshes > before.backgroundRefreshes
-  if (snapshot.freshForMs > 0) {
-    debug(state, 'cache hit in the core: ' + fingerprint(snapshot.token) + ', expires in ' + ms(snapshot.expiresInMs))
+  const wall = Date.now()
+  const expiresIn = ms(snapshot.expiresAtMs - wall)
+  if (snapshot.freshUntilMs > wall) {
+    debug(state, 'cache hit in the core: ' + fingerprint(snapshot.token) + ', expires in ' + expiresIn)
   } else {
     debug(state, 'cache hit inside the refresh margin: ' + fingerprint(snapshot.token) + ', expires in ' +
-      ms(snapshot.expiresInMs) + (started ? '; background refresh started' : '; background refresh under way or backing off'))
+      expiresIn + (started ? '; background refresh started' : '; background refresh under way or backing off'))
   }
 }
 
 function debugFetchEnd(state, outcome, elapsed) {
-  const now = state.native.stats()
-  const before = state.seen
-  state.seen = now
+  state.seen = state.native.stats()
   const failed = outcome.code !== undefined && outcome.code !== null
-  // A success does not carry its attempt count; the core's request counter does.
-  const attempts = failed ? outcome.attempts : now.requests - before.requests
+  const attempts = outcome.attempts
   const retries = attempts > 1 ? ', ' + (attempts - 1) + ' retried' : ''
   if (failed) {
     debug(state, 'fetch failed in ' + ms(elapsed) + ' after ' + attempts + ' attempt(s)' + retries + ': ' +
       outcome.code + (outcome.status ? ' (HTTP ' + outcome.status + ')' : ''))
   } else {
     debug(state, 'fetch done in ' + ms(elapsed) + ', ' + attempts + ' request(s)' + retries + ': ' +
-      fingerprint(outcome.token) + ', expires in ' + ms(outcome.expiresInMs))
+      fingerprint(outcome.token) + ', expires in ' + ms(outcome.expiresAtMs - Date.now()))
   }
 }
 
@@ -298,6 +322,9 @@ function invalidCall(message) {
 // which JavaScript cannot see, so time is counted from the first look (a few milliseconds late at
 // most, against a lifetime of hours). Weak, so contexts of finished invocations go away.
 const contextsSeen = new WeakMap()
+// The same as MAX_EXPIRY_SKEW and EXPIRY_SKEW_DIVISOR in src/cache.rs.
+const MAX_EXPIRY_SKEW_MS = 10000
+const EXPIRY_SKEW_DIVISOR = 10
 
 // The token a Cloud Functions context carries, or null when it carries none that is usable now
 // (no service account attached, or its time is up): the caller then asks the metadata service.
@@ -321,7 +348,8 @@ function contextToken(state, context) {
   // The larger of the two clocks' readings, as the core judges time: a frozen instance counts.
   const elapsed = Math.max(mono - seen.mono, wall - seen.wall, 0)
   const left = expiresIn * 1000 - elapsed
-  if (!(left > 0)) {
+  // Expired a little early, by the core's skew (src/cache.rs): time to use it against an API.
+  if (!(left > Math.min(MAX_EXPIRY_SKEW_MS, (expiresIn * 1000) / EXPIRY_SKEW_DIVISOR))) {
     if (DEBUG) debug(state, 'the context token has expired; asking the metadata service')
     return null
   }
@@ -358,12 +386,7 @@ class TokenProvider {
     if (context !== undefined && context !== null && typeof context !== 'object') {
       return invalidCall('option context must be the Cloud Functions context object, got ' + typeof context)
     }
-    if (context !== undefined && forceRefresh !== true) {
-      if (signal && signal.aborted) return Promise.reject(abortError(signal))
-      const fromContext = contextToken(state, context)
-      if (fromContext !== null) return Promise.resolve(fromContext)
-    }
-    return request(state, forceRefresh === true, signal)
+    return request(state, forceRefresh === true, signal, context)
   }
 
   getAuthorizationHeader(options) {
@@ -427,15 +450,8 @@ function getToken(event, context) {
     }
   }
   const options = event !== undefined && event !== null && isCallOptions(event) ? event : null
-  if (context !== undefined && context !== null && (options === null || options.forceRefresh !== true)) {
-    if (options !== null && options.signal && options.signal.aborted) {
-      return Promise.reject(abortError(options.signal))
-    }
-    const fromContext = contextToken(state, context)
-    if (fromContext !== null) return Promise.resolve(fromContext)
-  }
-  if (options === null) return request(state, false, undefined)
-  return request(state, options.forceRefresh === true, options.signal)
+  if (options === null) return request(state, false, undefined, context)
+  return request(state, options.forceRefresh === true, options.signal, context)
 }
 
 function getAuthorizationHeader(event, context) {

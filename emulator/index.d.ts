@@ -52,7 +52,7 @@ export interface Emulator {
   readonly port: number
   /** The full token URL. */
   readonly url: string
-  /** Token requests served since start (or the last `reset()`). */
+  /** Requests that reached the token path (403 and 405 answers included) since start or `reset()`. */
   readonly requests: number
   readonly log: ReadonlyArray<Record<string, unknown>>
   readonly bytesStreamed: number

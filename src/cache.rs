@@ -8,9 +8,11 @@
 //! which is at most half of its lifetime, so each refresh leaves the new token fresh for at least
 //! half of what the server granted. A server that keeps handing back the same near-expiry token is
 //! asked again after half of the remaining time each time (about log2 of the margin in seconds
-//! per token, 8 for the default 240 s), and background refreshes are at least
-//! `BACKGROUND_MIN_INTERVAL` apart: at most 60 a minute even for 2-second tokens. Failed
-//! background refreshes back off exponentially up to `BACKGROUND_BACKOFF.cap`.
+//! per token, 8 for the default 240 s), and background refreshes start at least
+//! `BACKGROUND_MIN_INTERVAL` apart: at most 60 background fetches a minute even for 2-second
+//! tokens, each of at most `maxAttempts` requests. Failed refreshes back off exponentially up to
+//! `BACKGROUND_BACKOFF.cap`. Callers wait for a fetch (one at a time, shared) only when no usable
+//! token is held, so those fetches are bounded by the tokens' lifetimes and by the callers.
 
 use crate::error::Error;
 use crate::fetch::Fetched;
@@ -66,12 +68,16 @@ impl Stamp {
     }
 }
 
-/// What a caller gets: the token, the time it has left now, and how long it needs no refresh.
+/// What a caller gets: the token, the time it has left and how long it needs no refresh, both as
+/// of the wall-clock reading `at` (the caller may see it later: a JavaScript thread can be busy
+/// when a fetch ends), and the requests made for it (0 when answered from memory).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Token {
     pub token: String,
     pub expires_in: Duration,
     pub fresh_for: Duration,
+    pub at: SystemTime,
+    pub attempts: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -126,9 +132,9 @@ struct State {
     held: Option<Held>,
     /// `Some` while a fetch is under way: the callers waiting for it.
     flight: Option<Vec<Waiter>>,
-    /// The earliest moment for the next background refresh.
-    background_not_before: Option<Instant>,
-    background_failures: u32,
+    /// The earliest moment for the next background refresh, after a fetch or a failure.
+    refresh_not_before: Option<Instant>,
+    refresh_failures: u32,
     stats: Stats,
 }
 
@@ -234,7 +240,7 @@ impl Cache {
         };
         let due = token.fresh_for.is_zero()
             && state.flight.is_none()
-            && state.background_not_before.is_none_or(|t| now.mono >= t);
+            && state.refresh_not_before.is_none_or(|t| now.mono >= t);
         if !due {
             return Lookup::Ready(token);
         }
@@ -253,6 +259,8 @@ impl Cache {
             token: held.token.clone(),
             expires_in: remaining,
             fresh_for: remaining.saturating_sub(held.margin(self.refresh_margin)),
+            at: now.wall,
+            attempts: 0,
         })
     }
 
@@ -290,8 +298,8 @@ impl Cache {
                     lifetime: fetched.expires_in,
                     sent,
                 };
-                state.background_failures = 0;
-                state.background_not_before = Some(now.mono + BACKGROUND_MIN_INTERVAL);
+                state.refresh_failures = 0;
+                state.refresh_not_before = Some(now.mono + BACKGROUND_MIN_INTERVAL);
                 // Waiters take the token even inside its skew: it is not expired, and a fetch
                 // slower than a tenth of the token's life will not go faster when repeated.
                 let remaining = held.remaining(&now);
@@ -300,6 +308,8 @@ impl Cache {
                     token: held.token.clone(),
                     expires_in: remaining,
                     fresh_for,
+                    at: now.wall,
+                    attempts,
                 };
                 state.held = Some(held);
                 if remaining.is_zero() {
@@ -314,15 +324,15 @@ impl Cache {
             Err(error) => {
                 state.stats.failures += 1;
                 state.stats.last_error = Some(error.code());
-                state.background_failures += 1;
-                let backoff = BACKGROUND_BACKOFF.ceiling(state.background_failures);
+                state.refresh_failures += 1;
+                let backoff = BACKGROUND_BACKOFF.ceiling(state.refresh_failures);
                 let jittered = backoff.mul_f64(0.5 + random_fraction() / 2.0);
                 // Try again before the cached token runs out, however far the backoff has grown.
                 let usable = state.held.as_ref().map_or(Duration::ZERO, |h| {
                     h.remaining(&now).saturating_sub(h.skew())
                 });
                 let wait = jittered.min(usable / 2).max(BACKGROUND_MIN_INTERVAL);
-                state.background_not_before = Some(now.mono + wait);
+                state.refresh_not_before = Some(now.mono + wait);
                 Err(Failure { error, attempts })
             }
         };
@@ -413,7 +423,7 @@ mod tests {
             mono: held.sent.mono - by,
             wall: held.sent.wall - by,
         };
-        state.background_not_before = None;
+        state.refresh_not_before = None;
     }
 
     async fn settle() {
@@ -521,7 +531,7 @@ mod tests {
         assert_eq!(get(&cache, false).await.unwrap().token, "a");
         assert_eq!(fetches.load(Ordering::SeqCst), 2);
         assert_eq!(cache.stats().last_error, Some("ERR_METADATA_STATUS"));
-        cache.lock().background_not_before = None;
+        cache.lock().refresh_not_before = None;
         cache.peek().unwrap();
         settle().await;
         assert_eq!(cache.peek().unwrap().token, "b");
@@ -544,7 +554,7 @@ mod tests {
                 let held = state.held.as_mut().unwrap();
                 held.lifetime = Duration::from_secs_f64(left);
                 held.sent = Stamp::now();
-                state.background_not_before = None;
+                state.refresh_not_before = None;
             }
             if cache.peek().is_some_and(|t| t.fresh_for.is_zero()) {
                 refreshes += 1;

@@ -17,20 +17,21 @@ use napi::bindgen_prelude::*;
 use napi_derive::napi;
 use std::sync::Arc;
 
-/// A token as JavaScript gets it; times in milliseconds.
+/// A token as JavaScript gets it. Times are wall-clock milliseconds since the epoch, the scale of
+/// `Date.now()`, so they stay right however late JavaScript reads them.
 #[napi(object)]
 pub struct Snapshot {
     pub token: String,
-    pub expires_in_ms: f64,
-    pub fresh_for_ms: f64,
+    pub expires_at_ms: f64,
+    pub fresh_until_ms: f64,
 }
 
 /// The result of a fetch: `token` and times on success, `code` and `message` on failure.
 #[napi(object)]
 pub struct Outcome {
     pub token: Option<String>,
-    pub expires_in_ms: Option<f64>,
-    pub fresh_for_ms: Option<f64>,
+    pub expires_at_ms: Option<f64>,
+    pub fresh_until_ms: Option<f64>,
     pub code: Option<String>,
     pub message: Option<String>,
     pub status: Option<u32>,
@@ -119,29 +120,33 @@ fn millis(d: std::time::Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
+fn epoch_millis(at: std::time::SystemTime, after: std::time::Duration) -> f64 {
+    millis(at.duration_since(std::time::UNIX_EPOCH).unwrap_or_default() + after)
+}
+
 fn snapshot(t: Token) -> Snapshot {
     Snapshot {
+        expires_at_ms: epoch_millis(t.at, t.expires_in),
+        fresh_until_ms: epoch_millis(t.at, t.fresh_for),
         token: t.token,
-        expires_in_ms: millis(t.expires_in),
-        fresh_for_ms: millis(t.fresh_for),
     }
 }
 
 fn outcome(result: std::result::Result<Token, Failure>, url: &str) -> Outcome {
     match result {
         Ok(t) => Outcome {
+            expires_at_ms: Some(epoch_millis(t.at, t.expires_in)),
+            fresh_until_ms: Some(epoch_millis(t.at, t.fresh_for)),
+            attempts: t.attempts,
             token: Some(t.token),
-            expires_in_ms: Some(millis(t.expires_in)),
-            fresh_for_ms: Some(millis(t.fresh_for)),
             code: None,
             message: None,
             status: None,
-            attempts: 0,
         },
         Err(f) => Outcome {
             token: None,
-            expires_in_ms: None,
-            fresh_for_ms: None,
+            expires_at_ms: None,
+            fresh_until_ms: None,
             code: Some(f.error.code().to_string()),
             message: Some(f.error.describe(url, f.attempts)),
             status: f.error.status().map(u32::from),
