@@ -120,8 +120,10 @@ fn millis(d: std::time::Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
+/// Whole milliseconds, rounded down like `Date.now()`: a deadline of "now" must not look a
+/// fraction of a millisecond ahead of the `Date.now()` that JavaScript reads just after.
 fn epoch_millis(at: std::time::SystemTime, after: std::time::Duration) -> f64 {
-    millis(at.duration_since(std::time::UNIX_EPOCH).unwrap_or_default() + after)
+    millis(at.duration_since(std::time::UNIX_EPOCH).unwrap_or_default() + after).floor()
 }
 
 fn snapshot(t: Token) -> Snapshot {
