@@ -11,7 +11,7 @@ const code: 'ERR_METADATA_TIMEOUT' = CODES.TIMEOUT
 export { first, second, header, code }
 
 // The emulator, as a user's own tests would start it.
-import { startEmulator, type Emulator } from 'yc-metadata-token/emulator'
+import { startEmulator, type Emulator } from 'yc-metadata-token/emulator/index.js'
 
 const emu: Emulator = await startEmulator({ token: 'test-token', expiresIn: 60 })
 process.env.YC_METADATA_ADDR = emu.address
