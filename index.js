@@ -470,7 +470,10 @@ function defaultProvider() {
 }
 
 function isCallOptions(value) {
-  if (typeof value !== 'object') return false
+  // The snippet passes its event on every call: rule most events out without listing their keys.
+  if (typeof value !== 'object' || (value.signal === undefined && value.forceRefresh === undefined)) {
+    return false
+  }
   const keys = Object.keys(value)
   if (keys.length === 0) return false
   for (const key of keys) {

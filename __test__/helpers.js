@@ -7,6 +7,8 @@ const { spawn } = require('child_process')
 const net = require('net')
 const path = require('path')
 const { startEmulator } = require('../emulator')
+// A port nothing listens on: the Node matrix script has the one helper for it.
+const { closedPort } = require('../scripts/node-matrix')
 
 const ROOT = path.join(__dirname, '..')
 
@@ -17,18 +19,6 @@ async function withEmulator(options, body) {
   } finally {
     await emu.close()
   }
-}
-
-/** A port nothing listens on: bound, then released. */
-function closedPort() {
-  return new Promise((resolve, reject) => {
-    const server = net.createServer()
-    server.on('error', reject)
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address()
-      server.close(() => resolve(port))
-    })
-  })
 }
 
 /** A server that counts every connection it gets and answers nothing useful. */

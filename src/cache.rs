@@ -251,17 +251,20 @@ impl Cache {
 
     /// The held token as seen `now`, or `None` once it is within its expiry skew.
     fn view(&self, held: &Held, now: &Stamp) -> Option<Token> {
+        let token = self.token_at(held, now, 0);
+        (token.expires_in > held.skew()).then_some(token)
+    }
+
+    /// The held token as seen `now`, whatever is left of it.
+    fn token_at(&self, held: &Held, now: &Stamp, attempts: u32) -> Token {
         let remaining = held.remaining(now);
-        if remaining <= held.skew() {
-            return None;
-        }
-        Some(Token {
+        Token {
             token: held.token.clone(),
             expires_in: remaining,
             fresh_for: remaining.saturating_sub(held.margin(self.refresh_margin)),
             at: now.wall,
-            attempts: 0,
-        })
+            attempts,
+        }
     }
 
     /// Runs one fetch on the runtime. The flight must already be marked taken in the state.
@@ -302,17 +305,9 @@ impl Cache {
                 state.refresh_not_before = Some(now.mono + BACKGROUND_MIN_INTERVAL);
                 // Waiters take the token even inside its skew: it is not expired, and a fetch
                 // slower than a tenth of the token's life will not go faster when repeated.
-                let remaining = held.remaining(&now);
-                let fresh_for = remaining.saturating_sub(held.margin(self.refresh_margin));
-                let token = Token {
-                    token: held.token.clone(),
-                    expires_in: remaining,
-                    fresh_for,
-                    at: now.wall,
-                    attempts,
-                };
+                let token = self.token_at(&held, &now, attempts);
                 state.held = Some(held);
-                if remaining.is_zero() {
+                if token.expires_in.is_zero() {
                     Err(Failure {
                         error: Error::BadResponse("the token expired before it arrived".into()),
                         attempts,
