@@ -1,16 +1,21 @@
 'use strict'
 
-// Finds the native addon: a local build next to this file (npm run build), else the prebuilt
-// platform package that npm installed as an optional dependency (npm/<platform>/ in the repository).
-// This runs on every cold start, so it stats a few files: no process.report, no child process, and
-// the platform package is first looked for where npm, yarn and pnpm put it (a stat costs ~0.05 ms,
-// resolving a package name by require ~0.5 ms).
+// Chooses the driver of the Rust core, once per thread: the native addon where one loads, else the
+// WebAssembly module that ships inside this package. YC_METADATA_TOKEN_DRIVER=native or =wasm
+// forces one. Exports { Provider, usableForMs, driver, reason }: the provider class (NativeProvider
+// from the addon, or WasmProvider from wasm-driver.js: the same surface), the core's rule for a
+// token it does not hold, the driver's name, and why it was chosen.
+//
+// This runs on every cold start, so finding the addon stats a few files: no process.report, no
+// child process, and the platform package is first looked for where npm, yarn and pnpm put it (a
+// stat costs ~0.05 ms, resolving a package name by require ~0.5 ms).
 
 const { existsSync } = require('fs')
 const { join } = require('path')
 
 const PACKAGE = 'yc-metadata-token'
-// What .github/workflows/release.yml builds; linux-x64-gnu is also built and tested by `npm test`.
+const DRIVER_VARIABLE = 'YC_METADATA_TOKEN_DRIVER'
+// What scripts/build-all builds and the release publishes.
 const SUPPORTED = [
   'linux-x64-gnu',
   'linux-x64-musl',
@@ -24,7 +29,8 @@ const MUSL_LOADER_ARCH = { x64: 'x86_64', arm64: 'aarch64' }
 
 // Platform names to try, the likely one first. On Linux the C library decides: musl's dynamic
 // loader has a fixed path, and one stat is far cheaper than process.report. It is only a hint (a
-// glibc system can have musl installed too), so the other libc is tried next.
+// glibc system can have musl installed too, and node_modules can hold both packages), so a failed
+// load of one is followed by the other.
 function candidates() {
   const { platform, arch } = process
   if (platform === 'win32') return [platform + '-' + arch + '-msvc']
@@ -37,7 +43,7 @@ function candidates() {
 
 // process.dlopen is what require() does for a .node file, without its module resolution
 // (~0.25 ms of a cold start).
-function loadAddon(file) {
+function dlopen(file) {
   const addon = { exports: {} }
   process.dlopen(addon, file)
   return addon.exports
@@ -47,9 +53,10 @@ function isMissing(err, request) {
   return err.code === 'MODULE_NOT_FOUND' && String(err.message).indexOf("'" + request + "'") !== -1
 }
 
-function load() {
-  const names = candidates()
-  for (const name of names) {
+// The addon, or { failures } naming each candidate tried and what happened to it.
+function loadNative() {
+  const failures = []
+  for (const name of candidates()) {
     const file = PACKAGE + '.' + name + '.node'
     const platformPackage = PACKAGE + '-' + name
     const places = [
@@ -57,27 +64,72 @@ function load() {
       join(__dirname, 'node_modules', platformPackage, file),
       join(__dirname, '..', platformPackage, file),
     ]
+    let found = false
     for (const place of places) {
-      if (existsSync(place)) return loadAddon(place)
+      if (!existsSync(place)) continue
+      found = true
+      try {
+        return { addon: dlopen(place), from: place }
+      } catch (err) {
+        failures.push(place + ': ' + firstLine(err))
+      }
     }
+    if (found) continue
     try {
-      return require(platformPackage)
+      return { addon: require(platformPackage), from: platformPackage }
     } catch (err) {
-      // Anything but "not installed" is real (a libc too old, a damaged file): say it as it is.
-      if (!isMissing(err, platformPackage)) throw err
+      failures.push(isMissing(err, platformPackage) ? platformPackage + ': not installed' : platformPackage + ': ' + firstLine(err))
     }
   }
-  const name = names[0]
-  const error = new Error(
-    PACKAGE + ' has no native addon for ' + name + ' (Node ' + process.version + '). ' +
-      (SUPPORTED.indexOf(name) !== -1
-        ? 'Its package ' + PACKAGE + '-' + name + ' is not installed: install again without ' +
-          '--no-optional / --omit=optional, on the platform that runs the code (node_modules copied ' +
-          'from another OS or libc lacks it).'
-        : 'Prebuilt platforms: ' + SUPPORTED.join(', ') + '.')
-  )
-  error.code = 'ERR_METADATA_UNSUPPORTED_PLATFORM'
-  throw error
+  return { failures }
 }
 
-module.exports = load()
+function firstLine(err) {
+  return String((err && err.message) || err).split('\n')[0]
+}
+
+function unsupported(failures, wasmError) {
+  const name = candidates()[0]
+  const error = new Error(
+    PACKAGE + ' could not load its native addon for ' + name + ' (Node ' + process.version + '): ' +
+      failures.join('; ') + '. ' +
+      (SUPPORTED.indexOf(name) !== -1
+        ? 'Install again without --no-optional / --omit=optional, on the platform that runs the code ' +
+          '(node_modules copied from another OS or libc lacks it)'
+        : 'Prebuilt platforms: ' + SUPPORTED.join(', ')) +
+      (wasmError ? '; the WebAssembly driver did not load either: ' + firstLine(wasmError) : '; or unset ' + DRIVER_VARIABLE + ' to use the WebAssembly driver') +
+      '.'
+  )
+  error.code = 'ERR_METADATA_UNSUPPORTED_PLATFORM'
+  return error
+}
+
+function choose() {
+  const forced = process.env[DRIVER_VARIABLE]
+  if (forced !== undefined && forced !== '' && forced !== 'native' && forced !== 'wasm') {
+    const error = new Error(DRIVER_VARIABLE + ' must be "native" or "wasm" (or unset), got ' + JSON.stringify(forced))
+    error.code = 'ERR_INVALID_OPTION'
+    throw error
+  }
+  if (forced === 'wasm') return wasmDriver(require('./wasm-driver'), DRIVER_VARIABLE + '=wasm')
+  const native = loadNative()
+  if (native.addon) {
+    const reason = (forced === 'native' ? DRIVER_VARIABLE + '=native; ' : '') + 'loaded ' + native.from
+    const { NativeProvider, usableForMs } = native.addon
+    return { Provider: NativeProvider, usableForMs, driver: 'native', reason }
+  }
+  if (forced === 'native') throw unsupported(native.failures)
+  let wasm
+  try {
+    wasm = require('./wasm-driver')
+  } catch (err) {
+    throw unsupported(native.failures, err)
+  }
+  return wasmDriver(wasm, 'no native addon loaded (' + native.failures.join('; ') + ')')
+}
+
+function wasmDriver(wasm, reason) {
+  return { Provider: wasm.WasmProvider, usableForMs: wasm.usableForMs, driver: 'wasm', reason }
+}
+
+module.exports = choose()

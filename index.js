@@ -6,7 +6,7 @@
 // `Error` objects with their `code`. Debug output, hit counters and the Cloud Functions context
 // live here too; each costs one boolean or counter on the cached path.
 
-const { NativeProvider } = require('./binding')
+const binding = require('./binding')
 
 const CODES = Object.freeze({
   UNREACHABLE: 'ERR_METADATA_UNREACHABLE',
@@ -35,6 +35,7 @@ const DEBUG_NAME = 'yc-metadata-token'
 // NODE_DEBUG (util.debuglog: comma-separated names, case-insensitive) and DEBUG (the `debug`
 // package: comma/space-separated patterns, `*` wildcards, `-` to exclude).
 const DEBUG = debugEnabled(process.env.NODE_DEBUG, process.env.DEBUG)
+if (DEBUG) debug({ label: 'load' }, 'driver ' + binding.driver + ': ' + binding.reason)
 
 function debugEnabled(nodeDebug, debugVar) {
   if (nodeDebug && patternsMatch(nodeDebug, false)) return true
@@ -82,7 +83,7 @@ function newState(options, shared, label) {
   const env = process.env
   let native
   try {
-    native = new NativeProvider(options, env.YC_METADATA_ADDR, env.GCE_METADATA_HOST, shared)
+    native = new binding.Provider(options, env.YC_METADATA_ADDR, env.GCE_METADATA_HOST, shared)
   } catch (err) {
     if (err.code !== CODES.INVALID_OPTION) throw internalError()
     throw new MetadataTokenError(err.message, err.code)
@@ -203,15 +204,18 @@ function requestNow(state, forceRefresh, signal, context) {
       return Promise.resolve(fromCore)
     }
   }
-  let shared = state.inflight
-  if (shared === null) {
+  let flight = state.inflight
+  if (flight === null) {
     const started = DEBUG ? monotonicMs() : 0
     if (DEBUG) {
       debug(state, (forceRefresh ? 'forced refresh' : 'no usable token') + ': fetch started, callers wait')
     }
-    shared = state.inflight = state.native.fetch(Boolean(forceRefresh)).then(
+    flight = state.inflight = { promise: null, callers: 0, signals: null }
+    flight.promise = state.native.fetch(Boolean(forceRefresh)).then(
       (outcome) => {
-        state.inflight = null
+        if (state.inflight === flight) state.inflight = null
+        // Every caller gave up (release below); the core's fetch goes on to fill the cache.
+        if (outcome.released) return null
         if (DEBUG) debugFetchEnd(state, outcome, monotonicMs() - started)
         if (outcome.code !== undefined && outcome.code !== null) {
           throw new MetadataTokenError(outcome.message, outcome.code, outcome.status)
@@ -223,17 +227,18 @@ function requestNow(state, forceRefresh, signal, context) {
       () => {
         // The core settles with an Outcome; a rejection is a bug in the binding. Free the
         // flight so that the next call tries again.
-        state.inflight = null
+        if (state.inflight === flight) state.inflight = null
         throw internalError()
       }
     )
     // Every caller gets the rejection through its own chain; this one only keeps a call whose
     // callers all aborted from becoming an unhandled rejection.
-    shared.catch(noop)
+    flight.promise.catch(noop)
   } else if (DEBUG) {
     debug(state, 'joined the fetch under way')
   }
-  return signal ? abortable(state, shared, signal) : shared
+  flight.callers++
+  return signal ? abortable(state, flight, signal) : flight.promise
 }
 
 // Debug only: what the core's cache did, read from the change in its counters since last look.
@@ -283,23 +288,34 @@ function abortError(signal) {
 }
 
 // Rejects this caller alone when its signal aborts; the shared fetch carries on for the others.
-function abortable(state, shared, signal) {
-  return new Promise((resolve, reject) => {
+// One listener per signal and flight, however many callers share both. When the last caller of
+// the flight has aborted, the flight is released: it no longer keeps the process alive.
+function abortable(state, flight, signal) {
+  if (flight.signals === null) flight.signals = new Map()
+  let callers = flight.signals.get(signal)
+  if (callers === undefined) {
+    callers = []
+    flight.signals.set(signal, callers)
     const onAbort = () => {
-      if (DEBUG) debug(state, 'a caller aborted; the shared fetch carries on for the others')
-      reject(abortError(signal))
+      flight.signals.delete(signal)
+      if (DEBUG) {
+        const who = callers.length === 1 ? 'a caller' : callers.length + ' callers'
+        debug(state, who + ' aborted; the shared fetch carries on for the others')
+      }
+      flight.callers -= callers.length
+      for (const caller of callers) caller.reject(abortError(signal))
+      if (flight.callers === 0 && state.inflight === flight) {
+        state.inflight = null
+        state.native.release()
+      }
     }
     signal.addEventListener('abort', onAbort, { once: true })
-    shared.then(
-      (value) => {
-        signal.removeEventListener('abort', onAbort)
-        resolve(value)
-      },
-      (err) => {
-        signal.removeEventListener('abort', onAbort)
-        reject(err)
-      }
-    )
+    const done = () => signal.removeEventListener('abort', onAbort)
+    flight.promise.then(done, done)
+  }
+  return new Promise((resolve, reject) => {
+    callers.push({ reject })
+    flight.promise.then(resolve, reject)
   })
 }
 
@@ -322,9 +338,6 @@ function invalidCall(message) {
 // which JavaScript cannot see, so time is counted from the first look (a few milliseconds late at
 // most, against a lifetime of hours). Weak, so contexts of finished invocations go away.
 const contextsSeen = new WeakMap()
-// The same as MAX_EXPIRY_SKEW and EXPIRY_SKEW_DIVISOR in src/cache.rs.
-const MAX_EXPIRY_SKEW_MS = 10000
-const EXPIRY_SKEW_DIVISOR = 10
 
 // The token a Cloud Functions context carries, or null when it carries none that is usable now
 // (no service account attached, or its time is up): the caller then asks the metadata service.
@@ -347,9 +360,9 @@ function contextToken(state, context) {
   }
   // The larger of the two clocks' readings, as the core judges time: a frozen instance counts.
   const elapsed = Math.max(mono - seen.mono, wall - seen.wall, 0)
-  const left = expiresIn * 1000 - elapsed
   // Expired a little early, by the core's skew (src/cache.rs): time to use it against an API.
-  if (!(left > Math.min(MAX_EXPIRY_SKEW_MS, (expiresIn * 1000) / EXPIRY_SKEW_DIVISOR))) {
+  const left = binding.usableForMs(expiresIn * 1000, elapsed)
+  if (left === null) {
     if (DEBUG) debug(state, 'the context token has expired; asking the metadata service')
     return null
   }
@@ -400,6 +413,7 @@ class TokenProvider {
     if (state === undefined) throw new TypeError('stats must be called on a TokenProvider')
     const s = state.native.stats()
     return {
+      driver: binding.driver,
       cacheHits: state.hits,
       contextTokens: state.contextTokens,
       upstreamRequests: s.requests,

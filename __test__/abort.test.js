@@ -5,6 +5,7 @@
 const test = require('node:test')
 const assert = require('node:assert/strict')
 const { startEmulator } = require('../emulator')
+const { runNode } = require('./helpers')
 
 let emu
 let lib
@@ -119,4 +120,43 @@ test('the default getToken treats only { signal?, forceRefresh? } as call option
   assert.equal(provider.stats().upstreamRequests, before, 'none of them forced a refresh')
   await lib.getToken({ forceRefresh: true })
   assert.equal(provider.stats().upstreamRequests, before + 1)
+})
+
+test('a request whose every caller aborted no longer keeps the process alive', async () => {
+  // The emulator answers after 4 s; the script's only time limit is its signal.
+  const slow = await startEmulator({ token: 'slow-token' })
+  slow.fault({ delayMs: 4000 })
+  try {
+    const code = `
+      const { getToken } = require('.')
+      getToken({ signal: AbortSignal.timeout(100) }).catch((e) => console.log(e.code))`
+    const run = await runNode(code, { YC_METADATA_ADDR: slow.address })
+    assert.equal(run.stdout.trim(), 'ABORT_ERR', run.stderr)
+    assert.equal(run.code, 0)
+    assert.ok(run.ms < 2500, 'the process lived ' + run.ms + ' ms after its only caller aborted')
+  } finally {
+    await slow.close()
+  }
+})
+
+test('many callers sharing one signal add one listener, and no MaxListenersExceededWarning', async () => {
+  emu.reset()
+  emu.fault({ delayMs: 200, times: 1 })
+  const provider = new lib.TokenProvider({ host: emu.address })
+  const controller = new AbortController()
+  const warnings = []
+  const onWarning = (w) => warnings.push(w.name)
+  process.on('warning', onWarning)
+  try {
+    const calls = Array.from({ length: 50 }, () => provider.getToken({ signal: controller.signal }))
+    const { getEventListeners } = require('events')
+    if (getEventListeners) assert.equal(getEventListeners(controller.signal, 'abort').length, 1)
+    const tokens = await Promise.all(calls)
+    assert.ok(tokens.every((t) => t.token === 'abort-token'))
+    await new Promise((r) => setImmediate(r))
+    if (getEventListeners) assert.equal(getEventListeners(controller.signal, 'abort').length, 0)
+    assert.deepEqual(warnings, [])
+  } finally {
+    process.off('warning', onWarning)
+  }
 })

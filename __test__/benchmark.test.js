@@ -12,6 +12,8 @@ const { promisify } = require('node:util')
 const { startEmulator } = require('../emulator')
 
 const CHILD = path.join(__dirname, '..', 'benchmark', 'child.js')
+// The subject of this pass's driver (scripts/test-drivers.js).
+const OURS = process.env.YC_METADATA_TOKEN_DRIVER === 'wasm' ? 'ours-wasm' : 'ours'
 const TOKEN = 't1.smoke-test-token'
 
 async function measure(emu, mode, subject) {
@@ -24,13 +26,13 @@ test('the benchmark harness measures ours and the floors', async (t) => {
   const emu = await startEmulator({ token: TOKEN, expiresIn: 3600 })
   t.after(() => emu.close())
 
-  const cold = await measure(emu, 'cold', 'ours')
+  const cold = await measure(emu, 'cold', OURS)
   for (const field of ['requireMs', 'firstMs', 'coldMs', 'rssMb', 'threadsAdded']) {
     assert.equal(typeof cold[field], 'number', field)
   }
   assert.equal(emu.requests, 1)
 
-  for (const subject of ['ours', 'raw-socket', 'bare']) {
+  for (const subject of [OURS, 'raw-socket', 'bare']) {
     for (const mode of ['cached', 'forced']) {
       const loop = await measure(emu, mode, subject)
       assert.ok(loop.n >= 10 && loop.p50 > 0 && loop.p99 > 0, subject + ' ' + mode + ': ' + JSON.stringify(loop))
@@ -38,7 +40,7 @@ test('the benchmark harness measures ours and the floors', async (t) => {
   }
 
   emu.reset()
-  const concurrent = await measure(emu, 'concurrent', 'ours')
+  const concurrent = await measure(emu, 'concurrent', OURS)
   assert.ok(concurrent.ms > 0)
   assert.equal(emu.requests, 1, '1000 concurrent cold calls share one request')
 })

@@ -18,7 +18,12 @@ test('10 000 concurrent calls on a cold provider make one request and get one to
   })
 })
 
-test('8 worker threads calling the default getToken make one request', async () => {
+// The wasm driver's instance belongs to one thread: each worker has its own cache (README).
+const WASM = process.env.YC_METADATA_TOKEN_DRIVER === 'wasm'
+
+test('8 worker threads calling the default getToken make one request', {
+  skip: WASM && 'the wasm driver has one cache per thread (README, "Two drivers"); the native driver shares one',
+}, async () => {
   await withEmulator({ token: 'worker-token' }, async (emu) => {
     emu.fault({ delayMs: 100 })
     const r = await runNode(
@@ -131,7 +136,13 @@ test('a thread busy when the fetch ends does not stretch the token: late means l
       `const p = require('.').getToken(); ${busy(2200)}; p.then(t => console.log(t.expiresInSeconds))`,
       { YC_METADATA_ADDR: emu.address }
     )
-    assert.equal(late.stdout.trim(), '1', 'the 2.2 s the thread was busy count against the 3-s token')
+    if (WASM) {
+      // The wasm driver's request goes out when the thread is free again: its token is fresh,
+      // and the busy time did not count against the attempt's timeout.
+      assert.equal(late.stdout.trim(), '3', 'a request sent late gets a token counted from then')
+    } else {
+      assert.equal(late.stdout.trim(), '1', 'the 2.2 s the thread was busy count against the 3-s token')
+    }
     assert.equal(emu.requests, 1)
     emu.reset()
     const expired = await runNode(
@@ -139,7 +150,7 @@ test('a thread busy when the fetch ends does not stretch the token: late means l
       { YC_METADATA_ADDR: emu.address }
     )
     assert.equal(expired.stdout.trim(), '3', 'a token that ran out before delivery is fetched again')
-    assert.equal(emu.requests, 2)
+    assert.equal(emu.requests, WASM ? 1 : 2)
   })
 })
 

@@ -60,7 +60,7 @@ test(`${CONCURRENT_CALLERS} concurrent calls with forceRefresh: still one reques
 const RSS_FLAGS = ['--expose-gc', '--min-semi-space-size=16', '--max-semi-space-size=16']
 const RSS_CHILD = `
 const { TokenProvider } = require(${JSON.stringify(path.join(__dirname, '..'))})
-const { NativeProvider } = require(${JSON.stringify(path.join(__dirname, '..', 'binding'))})
+const { Provider } = require(${JSON.stringify(path.join(__dirname, '..', 'binding'))})
 const [host, calls] = process.argv.slice(1)
 async function viaJs(provider, n) {
   // Batches keep many promises alive at once, as a busy server would.
@@ -71,7 +71,7 @@ async function viaJs(provider, n) {
     if (results[999].token !== 'rss-token') throw new Error('wrong token')
   }
 }
-// The native cached path (what answers inside the refresh margin): a Rust string to a JS one.
+// The driver's cached path (what answers inside the refresh margin): a core string to a JS one.
 function viaNative(native, n) {
   for (let i = 0; i < n; i++) {
     if (native.peek().token !== 'rss-token') throw new Error('wrong token')
@@ -93,7 +93,7 @@ async function measure(run) {
 ;(async () => {
   const provider = new TokenProvider({ host })
   const js = await measure((n) => viaJs(provider, n))
-  const native = new NativeProvider({ host }, undefined, undefined, false)
+  const native = new Provider({ host }, undefined, undefined, false)
   const outcome = await native.fetch(false)
   if (outcome.token !== 'rss-token') throw new Error(outcome.code)
   const nat = await measure((n) => viaNative(native, n))
@@ -101,7 +101,7 @@ async function measure(run) {
 })().catch((e) => { console.error(e); process.exit(1) })
 `
 
-test(`${CACHED_CALLS} cached calls (JS memo and native peek): RSS drift under 5 MB, one request each`, async () => {
+test(`${CACHED_CALLS} cached calls (JS memo and the driver's peek): RSS drift under 5 MB, one request each`, async () => {
   const emu = await startEmulator({ token: 'rss-token', expiresIn: 3600 })
   try {
     const child = spawn(process.execPath, [...RSS_FLAGS, '-e', RSS_CHILD, emu.address, String(CACHED_CALLS)], {

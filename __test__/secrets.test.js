@@ -14,7 +14,7 @@ const { once } = require('node:events')
 
 const index = require('..')
 const { TokenProvider, CODES, getToken } = index
-const { NativeProvider } = require('../binding')
+const { Provider: NativeProvider } = require('../binding')
 const { startEmulator } = require('../emulator')
 
 const SECRET = 't1.SECRET-do-not-print-' + 'a9f3c2e8b1d7'

@@ -21,6 +21,7 @@ test.after(() => emu.close())
 test('stats count hits, requests, retries, failures, and show the current expiry', async () => {
   const provider = new lib.TokenProvider({ host: emu.address })
   assert.deepEqual(provider.stats(), {
+    driver: process.env.YC_METADATA_TOKEN_DRIVER === 'wasm' ? 'wasm' : 'native',
     cacheHits: 0,
     contextTokens: 0,
     upstreamRequests: 0,

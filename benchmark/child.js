@@ -172,7 +172,7 @@ async function main() {
   if (mode === 'forced') {
     const force = subject.forcer(api)
     check(await force())
-    if (name !== 'ours') return timedLoop(force, FORCED)
+    if (name !== 'ours' && name !== 'ours-wasm') return timedLoop(force, FORCED)
     // Ours takes turns with the raw socket, call by call, so the load of a shared machine falls
     // on both alike and their ratio holds even when the figures themselves drift.
     const raw = rawClient(ADDR)

@@ -14,7 +14,7 @@ const http = require('http')
 const os = require('os')
 const path = require('path')
 const readline = require('readline')
-const { SUBJECTS, PEERS } = require('./subjects')
+const { SUBJECTS, OURS, PEERS } = require('./subjects')
 
 const ROOT = path.join(__dirname, '..')
 const CHILD = path.join(__dirname, 'child.js')
@@ -138,7 +138,7 @@ async function main() {
   const args = parseArgs(process.argv.slice(2))
   const rounds = {}
   for (const k of Object.keys(ROUNDS)) rounds[k] = Math.max(1, Math.round(ROUNDS[k] * args.scale))
-  const names = ['ours'].concat(PEERS).filter((n) => !args.only || args.only.includes(n))
+  const names = OURS.concat(PEERS).filter((n) => !args.only || args.only.includes(n))
   const token = 't1.bench-' + crypto.randomBytes(24).toString('base64url')
   const emulator = await startEmulator(token)
   const env = childEnv(emulator.addr, token)
@@ -195,8 +195,8 @@ async function main() {
     ['threads added', 'cold', 'threadsAdded', (n) => '+' + n, 'bare', null],
   ]
   const lines = []
-  lines.push('| figure | ' + columns.map((c) => (SUBJECTS[c] ? SUBJECTS[c].label : c)).join(' | ') + ' | ours / best peer |')
-  lines.push('|' + ' --- |'.repeat(columns.length + 2))
+  lines.push('| figure | ' + columns.map((c) => (SUBJECTS[c] ? SUBJECTS[c].label : c)).join(' | ') + ' | native / best peer | wasm / native |')
+  lines.push('|' + ' --- |'.repeat(columns.length + 3))
   const json = { date: new Date(started).toISOString(), node: nodeVersion, rows: {} }
   for (const [label, mode, field, fmt, floor] of rows) {
     const cells = names.map((name) => {
@@ -222,10 +222,34 @@ async function main() {
       const paired = results.ours.forced.map((r) => r.p50 / r.floorP50)
       ratio += '; ' + median(paired).toFixed(2) + '× raw socket (paired, ' + Math.min(...paired).toFixed(2) + '–' + Math.max(...paired).toFixed(2) + ')'
     }
+    const wasm = get('ours-wasm', mode, field)
+    let wasmRatio = '—'
+    if (wasm && ours) {
+      const w = median(wasm)
+      const o = median(ours)
+      if (field === 'rssMb') wasmRatio = ((w - bareRss) / (o - bareRss)).toFixed(2) + '×'
+      else if (field === 'threadsAdded' || field === 'requests') wasmRatio = w + ' vs ' + o
+      else wasmRatio = (w / o).toFixed(2) + '×'
+    }
     json.rows[label] = {}
     for (const name of columns.slice(0, -1)) json.rows[label][name] = get(name, mode, field)
     if (floor) json.rows[label].floor = floorXs
-    lines.push('| ' + label + ' | ' + cells.join(' | ') + ' | ' + floorCell + ' | ' + ratio + ' |')
+    lines.push('| ' + label + ' | ' + cells.join(' | ') + ' | ' + floorCell + ' | ' + ratio + ' | ' + wasmRatio + ' |')
+  }
+  // The WebAssembly driver's targets, judged in this run.
+  const med = (name, mode, field) => {
+    const xs = get(name, mode, field)
+    return xs ? median(xs) : NaN
+  }
+  const targets = [
+    ['wasm require ≤ 5 ms', med('ours-wasm', 'cold', 'requireMs'), (v) => v <= 5, fmtTime],
+    ['wasm first call after load ≤ 5 ms', med('ours-wasm', 'cold', 'firstMs'), (v) => v <= 5, fmtTime],
+    ['wasm cached p50 ≤ 1.2 × native', med('ours-wasm', 'cached', 'p50') / med('ours', 'cached', 'p50'), (v) => v <= 1.2, (v) => v.toFixed(2) + '×'],
+    ['wasm: 1000 concurrent cold calls → 1 request', med('ours-wasm', 'concurrent', 'requests'), (v) => v === 1, String],
+  ]
+  lines.push('')
+  for (const [what, value, ok, fmt] of targets) {
+    lines.push('- ' + what + ': ' + (Number.isNaN(value) ? 'not measured' : fmt(value) + (ok(value) ? ' (met)' : ' (MISSED)')))
   }
   const cpu = (/model name\s*:\s*(.*)/.exec(fs.readFileSync('/proc/cpuinfo', 'utf8')) || [])[1] || os.cpus()[0].model
   console.log(lines.join('\n'))

@@ -20,16 +20,25 @@ function snippet(fetch, url) {
   }
 }
 
-const SUBJECTS = {
-  ours: {
-    label: 'yc-metadata-token',
-    load: () => require(ROOT),
+// Ours with each driver of its core: the driver is chosen when the package loads.
+function ours(driver, label) {
+  return {
+    label,
+    load: () => {
+      process.env.YC_METADATA_TOKEN_DRIVER = driver
+      return require(ROOT)
+    },
     call: (api) => api.getToken(),
     forcer: (api) => {
       const provider = new api.TokenProvider()
       return () => provider.getToken({ forceRefresh: true })
     },
-  },
+  }
+}
+
+const SUBJECTS = {
+  ours: ours('native', 'yc-metadata-token (native)'),
+  'ours-wasm': ours('wasm', 'yc-metadata-token (wasm)'),
   'snippet-node-fetch': {
     label: 'snippet + node-fetch@2',
     load: ({ url }) => snippet(require('node-fetch'), url),
@@ -77,6 +86,7 @@ const SUBJECTS = {
   },
 }
 
-const PEERS = Object.keys(SUBJECTS).filter((name) => name !== 'ours')
+const OURS = ['ours', 'ours-wasm']
+const PEERS = Object.keys(SUBJECTS).filter((name) => OURS.indexOf(name) === -1)
 
-module.exports = { SUBJECTS, PEERS, TOKEN_PATH }
+module.exports = { SUBJECTS, OURS, PEERS, TOKEN_PATH }

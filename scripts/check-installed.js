@@ -7,7 +7,8 @@
 //   node check.js check   → loads, fetches from the emulator, checks error codes; prints a JSON summary
 //
 // Input (check): YC_METADATA_ADDR (a running emulator), EXPECT_TOKEN (the token it hands out),
-// CLOSED_PORT (a loopback port nobody listens on). Exits non-zero with the failed assertion.
+// CLOSED_PORT (a loopback port nobody listens on), EXPECT_DRIVER (native or wasm: the driver the
+// install must choose by itself). Exits non-zero with the failed assertion.
 
 const assert = require('assert')
 const util = require('util')
@@ -64,8 +65,9 @@ function loadWatched() {
   if (process.platform !== 'linux') return { pkg, addon: null }
   const maps = require('fs').readFileSync('/proc/self/maps', 'utf8').split('\n')
   const addons = Array.from(new Set(maps.map((l) => l.split(' ').pop()).filter((f) => /\.node$/.test(f))))
-  assert.strictEqual(addons.length, 1, 'one native addon loaded, got ' + JSON.stringify(addons))
-  return { pkg, addon: addons[0] }
+  const expected = process.env.EXPECT_DRIVER === 'wasm' ? 0 : 1
+  assert.strictEqual(addons.length, expected, expected + ' native addon(s) loaded, got ' + JSON.stringify(addons))
+  return { pkg, addon: addons[0] || null }
 }
 
 async function check() {
@@ -85,6 +87,8 @@ async function check() {
   // also starts the addon's runtime, so that the default provider's call below (default 1-s
   // attempts, which no option can widen) only has one loopback request left to make.
   const provider = new pkg.TokenProvider({ host: process.env.YC_METADATA_ADDR, timeoutMs: PATIENT_TIMEOUT_MS, deadlineMs: PATIENT_DEADLINE_MS })
+  const driver = provider.stats().driver
+  if (process.env.EXPECT_DRIVER) assert.strictEqual(driver, process.env.EXPECT_DRIVER, 'the driver chosen')
   const own = await provider.getToken()
   assert.strictEqual(own.token, expected, 'TokenProvider#getToken returned the wrong token')
   assert.ok(Number.isInteger(own.expiresInSeconds) && own.expiresInSeconds > 0, 'expiresInSeconds ' + own.expiresInSeconds)
@@ -143,7 +147,7 @@ async function check() {
   }
 
   // No explicit exit: the process must end by itself once the work is done (no handle keeps it alive).
-  console.log(JSON.stringify({ node: process.version, addon: loaded.addon, notes }))
+  console.log(JSON.stringify({ node: process.version, driver: driver, addon: loaded.addon, notes }))
 }
 
 const mode = process.argv[2]

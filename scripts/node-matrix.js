@@ -104,6 +104,12 @@ async function installPacked(workDir) {
   return { app, packed }
 }
 
+// The root package alone, as `npm ci --omit=optional` or a lockfile from another OS leaves it: the
+// wasm driver's install.
+async function installRootOnly(workDir, packed) {
+  return installTarballs(path.join(workDir, 'app-root-only'), [packed.root.tarball])
+}
+
 async function installTarballs(app, tarballs) {
   fs.mkdirSync(app, { recursive: true })
   fs.writeFileSync(path.join(app, 'package.json'), JSON.stringify({ name: 'app', private: true }) + '\n')
@@ -153,8 +159,16 @@ function median(values) {
 
 // Runs check.js on one Node binary against a running emulator that hands out `token`. Resolves
 // the check's summary or rejects with the child's output.
-async function checkOn(node, app, address, token, port) {
-  const env = cleanEnv({ YC_METADATA_ADDR: address, EXPECT_TOKEN: token, CLOSED_PORT: String(port) })
+// `driver`: the one the install must choose by itself (native with a platform package, wasm with the
+// root package alone); a driver forced in this process's environment does not reach the check.
+async function checkOn(node, app, address, token, port, driver) {
+  const env = cleanEnv({
+    YC_METADATA_ADDR: address,
+    EXPECT_TOKEN: token,
+    CLOSED_PORT: String(port),
+    EXPECT_DRIVER: driver || 'native',
+    YC_METADATA_TOKEN_DRIVER: '',
+  })
   const result = await run(node.bin, ['check.js', 'check'], { cwd: app, env })
   if (result.code !== 0) {
     throw new Error('check on Node ' + node.version + ' failed (' + (result.code === null ? result.signal : result.code) + '):\n' + result.stderr + result.stdout)
@@ -168,7 +182,7 @@ async function requireMs(node, app) {
   const times = { warm: [], cold: [] }
   for (let i = 0; i < REQUIRE_RUNS; i++) {
     for (const mode of ['warm', 'cold']) {
-      const result = await run(node.bin, ['check.js', 'time', mode], { cwd: app, env: cleanEnv() })
+      const result = await run(node.bin, ['check.js', 'time', mode], { cwd: app, env: cleanEnv({ YC_METADATA_TOKEN_DRIVER: '' }) })
       if (result.code !== 0) throw new Error('require on Node ' + node.version + ' failed:\n' + result.stderr)
       times[mode].push(Number(result.stdout.trim()))
     }
@@ -218,7 +232,9 @@ async function main() {
   const build = await run(path.join(__dirname, 'build-release.sh'), [], { cwd: ROOT, stdio: 'inherit', timeoutMs: 30 * 60 * 1000 })
   if (build.code !== 0) throw new Error('scripts/build-release.sh failed')
   const { startEmulator } = require('../emulator')
-  const { app } = await installPacked(path.join(ROOT, '.cache', 'matrix-install'))
+  const workDir = path.join(ROOT, '.cache', 'matrix-install')
+  const { app, packed } = await installPacked(workDir)
+  const apps = { native: app, wasm: await installRootOnly(workDir, packed) }
   const token = 'matrix-' + require('crypto').randomBytes(12).toString('hex')
   const emulator = await startEmulator({ token, expiresIn: 3600 })
   const port = await closedPort()
@@ -230,13 +246,15 @@ async function main() {
         rows.push({ major, result: 'SKIPPED: ' + node.skipped })
         continue
       }
-      try {
-        const summary = await checkOn(node, app, emulator.address, token, port)
-        const ms = await requireMs(node, app)
-        rows.push({ major, version: node.version, result: 'ok', requireMs: ms.warm.toFixed(2), firstRequireMs: ms.cold.toFixed(2), notes: summary.notes.join('; ') })
-      } catch (err) {
-        rows.push({ major, version: node.version, result: 'FAILED: ' + err.message })
-        process.exitCode = 1
+      for (const driver of ['native', 'wasm']) {
+        try {
+          const summary = await checkOn(node, apps[driver], emulator.address, token, port, driver)
+          const ms = await requireMs(node, apps[driver])
+          rows.push({ major, version: node.version, driver, result: 'ok', requireMs: ms.warm.toFixed(2), firstRequireMs: ms.cold.toFixed(2), notes: summary.notes.join('; ') })
+        } catch (err) {
+          rows.push({ major, version: node.version, driver, result: 'FAILED: ' + err.message })
+          process.exitCode = 1
+        }
       }
     }
   } finally {
@@ -248,7 +266,7 @@ async function main() {
   console.table(rows)
 }
 
-module.exports = { MAJORS, REQUIRE_RUNS, installPacked, ensureNode, checkOn, requireMs, formatMs, closedPort, pathWithoutCargo, cleanEnv, run, releaseBinary }
+module.exports = { MAJORS, REQUIRE_RUNS, installPacked, installRootOnly, ensureNode, checkOn, requireMs, formatMs, closedPort, pathWithoutCargo, cleanEnv, run, releaseBinary }
 
 if (require.main === module) {
   main().catch((err) => {

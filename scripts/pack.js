@@ -68,7 +68,11 @@ function packRoot(destination) {
   fs.rmSync(stage, { recursive: true, force: true })
   for (const file of manifest.files.concat(STAGE_FILES)) {
     const from = path.join(ROOT, file)
-    if (!fs.existsSync(from)) continue
+    if (!fs.existsSync(from)) {
+      // The wasm module is a build product: a tarball without it would fail wherever no addon loads.
+      if (STAGE_FILES.indexOf(file) === -1) throw new Error(file + ' is missing: run `npm run build` first')
+      continue
+    }
     fs.mkdirSync(path.dirname(path.join(stage, file)), { recursive: true })
     // `files` may name folders (bin/); cpSync copies either.
     fs.cpSync(from, path.join(stage, file), { recursive: true })

@@ -1,5 +1,7 @@
-//! The token cache: freshness, single flight, refresh ahead of expiry in the background, and
-//! static stability (a failed refresh never reaches callers while the cached token is valid).
+//! The token cache, sans I/O: freshness on two clocks, single flight, refresh ahead of expiry in
+//! the background, and static stability (a failed refresh never reaches callers while the cached
+//! token is valid). The driver hands it every event with the time it happened and does what it
+//! answers: send an attempt, sleep until a time, or hand the waiting callers a result.
 //!
 //! Every margin is a fraction of the token's lifetime (capped by a fixed ceiling), so the rules
 //! hold for a token that lives 2 seconds as for one that lives 12 hours.
@@ -16,11 +18,10 @@
 
 use crate::error::Error;
 use crate::fetch::Fetched;
-use crate::retry::{random_fraction, Backoff};
-use std::future::Future;
-use std::pin::Pin;
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant, SystemTime};
+use crate::retry::{Attempts, Backoff, Next, Policy, Rng};
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::time::Duration;
 
 /// Treat a token as expired this much before the server's expiry, so a caller has time to use it
 /// against an API; at most a tenth of the token's lifetime.
@@ -37,33 +38,20 @@ pub const BACKGROUND_BACKOFF: Backoff = Backoff {
     cap: Duration::from_secs(60),
 };
 
-pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
-
-/// Where tokens come from: one upstream fetch, retries included, with the number of requests made.
-pub trait Upstream: Send + Sync + 'static {
-    fn fetch(&self) -> BoxFuture<(Result<Fetched, Error>, u32)>;
-}
-
-/// A reading of both clocks. The monotonic clock stops while a VM is suspended; the wall clock
-/// does not, but can be stepped back. The time between two stamps is the larger of the two
-/// readings, so a frozen container or a suspended VM never makes a token look younger than it is.
-#[derive(Debug, Clone, Copy)]
+/// A reading of both clocks, taken by the driver: `mono` from any fixed origin, `wall` since the
+/// Unix epoch. The monotonic clock stops while a VM is suspended; the wall clock does not, but can
+/// be stepped back. The time between two stamps is the larger of the two readings, so a frozen
+/// container or a suspended VM never makes a token look younger than it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Stamp {
-    pub mono: Instant,
-    pub wall: SystemTime,
+    pub mono: Duration,
+    pub wall: Duration,
 }
 
 impl Stamp {
-    pub fn now() -> Stamp {
-        Stamp {
-            mono: Instant::now(),
-            wall: SystemTime::now(),
-        }
-    }
-
     pub fn since(&self, earlier: &Stamp) -> Duration {
-        let mono = self.mono.saturating_duration_since(earlier.mono);
-        let wall = self.wall.duration_since(earlier.wall).unwrap_or_default();
+        let mono = self.mono.saturating_sub(earlier.mono);
+        let wall = self.wall.saturating_sub(earlier.wall);
         mono.max(wall)
     }
 }
@@ -76,8 +64,18 @@ pub struct Token {
     pub token: String,
     pub expires_in: Duration,
     pub fresh_for: Duration,
-    pub at: SystemTime,
+    pub at: Duration,
     pub attempts: u32,
+}
+
+impl Token {
+    /// Wall-clock deadlines in whole milliseconds since the epoch, rounded down like `Date.now()`:
+    /// a deadline of "now" must not look a fraction of a millisecond ahead of what JavaScript
+    /// reads just after. (expires at, fresh until)
+    pub fn deadlines_ms(&self) -> (f64, f64) {
+        let ms = |d: Duration| d.as_millis() as f64;
+        (ms(self.at + self.expires_in), ms(self.at + self.fresh_for))
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -86,7 +84,27 @@ pub struct Failure {
     pub attempts: u32,
 }
 
-pub type Waiter = Box<dyn FnOnce(Result<Token, Failure>) + Send>;
+pub type Outcome = Result<Token, Failure>;
+
+/// What the driver does next for the flight under way.
+#[derive(Debug)]
+pub enum Step<W> {
+    /// Send one attempt with this timeout, then report how it ended (`attempt_ended`).
+    Send { timeout: Duration },
+    /// Sleep until this monotonic time, then call `wake`.
+    SleepUntil(Duration),
+    /// The flight is over: hand `outcome` to these waiters (none for a background refresh).
+    Done { outcome: Outcome, waiters: Vec<W> },
+}
+
+/// How `get` answered a caller.
+#[derive(Debug)]
+pub enum Get<W> {
+    /// From memory; the waiter comes back to be answered at once.
+    Ready(Token, W),
+    /// The waiter joined the flight and is handed its outcome when that ends.
+    Joined,
+}
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Stats {
@@ -117,7 +135,7 @@ impl Held {
     }
 
     fn skew(&self) -> Duration {
-        MAX_EXPIRY_SKEW.min(self.lifetime / EXPIRY_SKEW_DIVISOR)
+        skew(self.lifetime)
     }
 
     fn margin(&self, configured: Duration) -> Duration {
@@ -127,130 +145,171 @@ impl Held {
     }
 }
 
-#[derive(Default)]
-struct State {
+fn skew(lifetime: Duration) -> Duration {
+    MAX_EXPIRY_SKEW.min(lifetime / EXPIRY_SKEW_DIVISOR)
+}
+
+/// The time a token that had `lifetime` when it arrived `elapsed` ago can still be used, or `None`
+/// once it is within its expiry skew: the rule for tokens the cache does not hold (a Cloud
+/// Functions context's).
+pub fn usable_for(lifetime: Duration, elapsed: Duration) -> Option<Duration> {
+    let left = lifetime.saturating_sub(elapsed);
+    (left > skew(lifetime)).then_some(left)
+}
+
+#[derive(Debug)]
+struct Flight<W> {
+    /// When the attempt under way was sent: a token's expiry counts from the request that got it,
+    /// as the server issued it no earlier.
+    sent: Stamp,
+    attempts: Attempts,
+    waiters: Vec<W>,
+}
+
+/// One provider's cache. `W` is whatever the driver uses to answer a waiting caller.
+#[derive(Debug)]
+pub struct Cache<W> {
+    policy: Policy,
+    refresh_margin: Duration,
+    rng: Rng,
     held: Option<Held>,
-    /// `Some` while a fetch is under way: the callers waiting for it.
-    flight: Option<Vec<Waiter>>,
-    /// The earliest moment for the next background refresh, after a fetch or a failure.
-    refresh_not_before: Option<Instant>,
+    flight: Option<Flight<W>>,
+    /// The earliest moment (monotonic) for the next background refresh.
+    refresh_not_before: Option<Duration>,
     refresh_failures: u32,
     stats: Stats,
 }
 
-pub struct Cache {
-    upstream: Box<dyn Upstream>,
-    refresh_margin: Duration,
-    /// Where fetches run; a function so the runtime starts only when the first fetch does.
-    runtime: fn() -> tokio::runtime::Handle,
-    state: Mutex<State>,
-}
-
-enum Lookup {
-    Ready(Token),
-    /// Ready, and the caller that saw it is to start a background refresh.
-    ReadyRefresh(Token),
-    Missing,
-}
-
-impl Cache {
-    pub fn new(
-        upstream: Box<dyn Upstream>,
-        refresh_margin: Duration,
-        runtime: fn() -> tokio::runtime::Handle,
-    ) -> Arc<Cache> {
-        Arc::new(Cache {
-            upstream,
+impl<W> Cache<W> {
+    pub fn new(policy: Policy, refresh_margin: Duration, seed: u64) -> Cache<W> {
+        Cache {
+            policy,
             refresh_margin,
-            runtime,
-            state: Mutex::default(),
-        })
-    }
-
-    /// The cached token if it can be used now, without waiting; inside the refresh margin this
-    /// also starts a background refresh.
-    pub fn peek(self: &Arc<Self>) -> Option<Token> {
-        let now = Stamp::now();
-        let mut state = self.lock();
-        match self.lookup(&mut state, &now) {
-            Lookup::Ready(token) => Some(token),
-            Lookup::ReadyRefresh(token) => {
-                drop(state);
-                self.start_flight(now);
-                Some(token)
-            }
-            Lookup::Missing => None,
+            rng: Rng::new(seed),
+            held: None,
+            flight: None,
+            refresh_not_before: None,
+            refresh_failures: 0,
+            stats: Stats::default(),
         }
     }
 
-    /// Hands `waiter` a token: at once from memory unless `force`, else when the fetch under way
-    /// (or one started now) ends. All callers waiting at the same time share one fetch.
-    pub fn get(self: &Arc<Self>, force: bool, waiter: Waiter) {
-        let now = Stamp::now();
-        let mut state = self.lock();
+    /// The cached token if it can be used now, without waiting. Inside the refresh margin this
+    /// also starts a background refresh: the step is the driver's to run.
+    pub fn peek(&mut self, now: Stamp) -> (Option<Token>, Option<Step<W>>) {
+        let token = self.view(&now);
+        let start = match &token {
+            Some(t) if self.refresh_due(t, &now) => {
+                self.stats.background_refreshes += 1;
+                Some(self.start_flight(now))
+            }
+            _ => None,
+        };
+        (token, start)
+    }
+
+    /// A token for `waiter`: from memory unless `force`, else when the flight under way (or one
+    /// started now, whose first step is returned) ends. Concurrent callers share one flight.
+    pub fn get(&mut self, now: Stamp, force: bool, waiter: W) -> (Get<W>, Option<Step<W>>) {
         if !force {
-            match self.lookup(&mut state, &now) {
-                Lookup::Ready(token) => {
-                    drop(state);
-                    return waiter(Ok(token));
-                }
-                Lookup::ReadyRefresh(token) => {
-                    drop(state);
-                    self.start_flight(now);
-                    return waiter(Ok(token));
-                }
-                Lookup::Missing => {}
+            let (token, start) = self.peek(now);
+            if let Some(token) = token {
+                return (Get::Ready(token, waiter), start);
             }
         }
-        match &mut state.flight {
-            Some(waiters) => waiters.push(waiter),
-            None => {
-                state.flight = Some(vec![waiter]);
-                drop(state);
-                self.start_flight(now);
-            }
+        let start = match self.flight {
+            Some(_) => None,
+            None => Some(self.start_flight(now)),
+        };
+        if let Some(flight) = self.flight.as_mut() {
+            flight.waiters.push(waiter);
+        }
+        (Get::Joined, start)
+    }
+
+    /// Callers waiting for the flight under way (0 for a background refresh or none).
+    #[cfg(test)]
+    pub fn waiting(&self) -> usize {
+        self.flight.as_ref().map_or(0, |f| f.waiters.len())
+    }
+
+    #[cfg(test)]
+    pub fn in_flight(&self) -> bool {
+        self.flight.is_some()
+    }
+
+    /// The attempt under way ended with `result` (see fetch.rs for how a driver makes it).
+    pub fn attempt_ended(&mut self, now: Stamp, result: Result<Fetched, Error>) -> Step<W> {
+        let Some(flight) = self.flight.as_ref() else {
+            return self.finish(now, Err(Error::Internal));
+        };
+        match result {
+            Ok(fetched) => self.finish(now, Ok(fetched)),
+            Err(error) => match flight.attempts.failed(now.mono, error, &mut self.rng) {
+                Next::GiveUp(error) => self.finish(now, Err(error)),
+                Next::RetryAt(at) => Step::SleepUntil(at),
+            },
         }
     }
 
-    pub fn stats(&self) -> Stats {
-        let now = Stamp::now();
-        let state = self.lock();
-        let mut stats = state.stats.clone();
-        stats.expires_in = state
-            .held
-            .as_ref()
-            .and_then(|h| self.view(h, &now))
-            .map(|t| t.expires_in);
+    /// The sleep the flight asked for is over.
+    pub fn wake(&mut self, now: Stamp) -> Step<W> {
+        let Some(flight) = self.flight.as_mut() else {
+            return self.finish(now, Err(Error::Internal));
+        };
+        match flight.attempts.start_attempt(now.mono) {
+            Ok(timeout) => {
+                flight.sent = now;
+                Step::Send { timeout }
+            }
+            Err(error) => self.finish(now, Err(error)),
+        }
+    }
+
+    /// The attempt under way actually went out now, later than its step said (a driver whose
+    /// thread was busy): its token's lifetime counts from here.
+    #[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))] // the wasm driver's
+    pub fn attempt_sent(&mut self, now: Stamp) {
+        if let Some(flight) = self.flight.as_mut() {
+            flight.sent = now;
+        }
+    }
+
+    /// Takes the waiters `drop_if` picks out of the flight (their callers gave up); the flight
+    /// goes on for the others, and to fill the cache.
+    pub fn release(&mut self, drop_if: impl Fn(&W) -> bool) -> Vec<W> {
+        let Some(flight) = self.flight.as_mut() else {
+            return Vec::new();
+        };
+        let (gone, kept) = core::mem::take(&mut flight.waiters)
+            .into_iter()
+            .partition(drop_if);
+        flight.waiters = kept;
+        gone
+    }
+
+    /// The driver lost the flight (a panic, a runtime that could not start): its waiters get an
+    /// internal error instead of waiting forever.
+    #[cfg_attr(target_arch = "wasm32", allow(dead_code))] // the native driver's: wasm aborts
+    pub fn abandon(&mut self, now: Stamp) -> Step<W> {
+        self.finish(now, Err(Error::Internal))
+    }
+
+    pub fn stats(&self, now: Stamp) -> Stats {
+        let mut stats = self.stats.clone();
+        stats.expires_in = self.view(&now).map(|t| t.expires_in);
         stats
     }
 
-    fn lock(&self) -> MutexGuard<'_, State> {
-        // A panic elsewhere never leaves State half-written (each update is a plain assignment),
-        // so a poisoned lock is safe to keep using.
-        self.state
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
-    /// A token from memory if one is usable now. Marks the flight as taken when the caller is to
-    /// start a background refresh.
-    fn lookup(&self, state: &mut State, now: &Stamp) -> Lookup {
-        let Some(token) = state.held.as_ref().and_then(|held| self.view(held, now)) else {
-            return Lookup::Missing;
-        };
-        let due = token.fresh_for.is_zero()
-            && state.flight.is_none()
-            && state.refresh_not_before.is_none_or(|t| now.mono >= t);
-        if !due {
-            return Lookup::Ready(token);
-        }
-        state.flight = Some(Vec::new());
-        state.stats.background_refreshes += 1;
-        Lookup::ReadyRefresh(token)
+    fn refresh_due(&self, token: &Token, now: &Stamp) -> bool {
+        token.fresh_for.is_zero()
+            && self.flight.is_none()
+            && self.refresh_not_before.is_none_or(|t| now.mono >= t)
     }
 
     /// The held token as seen `now`, or `None` once it is within its expiry skew.
-    fn view(&self, held: &Held, now: &Stamp) -> Option<Token> {
+    fn view(&self, now: &Stamp) -> Option<Token> {
+        let held = self.held.as_ref()?;
         let token = self.token_at(held, now, 0);
         (token.expires_in > held.skew()).then_some(token)
     }
@@ -267,46 +326,41 @@ impl Cache {
         }
     }
 
-    /// Runs one fetch on the runtime. The flight must already be marked taken in the state.
-    fn start_flight(self: &Arc<Self>, sent: Stamp) {
-        let cache = Arc::clone(self);
-        let fetch = self.upstream.fetch();
-        self.lock().stats.fetches += 1;
-        // Starting the runtime can fail (no thread allowed in a tight container). The flight must
-        // still end, or every later caller would wait on it forever.
-        let runtime = match std::panic::catch_unwind(self.runtime) {
-            Ok(runtime) => runtime,
-            Err(_) => return self.finish(sent, (Err(Error::Internal), 0)),
-        };
-        runtime.spawn(async move {
-            // The fetch runs as a task of its own so that a panic in it ends as an error for the
-            // waiters instead of leaving them waiting forever.
-            let outcome = match tokio::spawn(fetch).await {
-                Ok(outcome) => outcome,
-                Err(_) => (Err(Error::Internal), 1),
-            };
-            cache.finish(sent, outcome);
+    fn start_flight(&mut self, now: Stamp) -> Step<W> {
+        let mut attempts = Attempts::new(self.policy, now.mono);
+        self.stats.fetches += 1;
+        let first = attempts.start_attempt(now.mono);
+        self.flight = Some(Flight {
+            sent: now,
+            attempts,
+            waiters: Vec::new(),
         });
+        match first {
+            Ok(timeout) => Step::Send { timeout },
+            Err(error) => self.finish(now, Err(error)),
+        }
     }
 
-    fn finish(&self, sent: Stamp, (result, attempts): (Result<Fetched, Error>, u32)) {
-        let now = Stamp::now();
-        let mut state = self.lock();
-        state.stats.requests += u64::from(attempts);
-        state.stats.retries += u64::from(attempts.saturating_sub(1));
-        let result = match result {
+    fn finish(&mut self, now: Stamp, result: Result<Fetched, Error>) -> Step<W> {
+        let (sent, attempts, waiters) = match self.flight.take() {
+            Some(f) => (f.sent, f.attempts.made(), f.waiters),
+            None => (now, 0, Vec::new()),
+        };
+        self.stats.requests += u64::from(attempts);
+        self.stats.retries += u64::from(attempts.saturating_sub(1));
+        let outcome = match result {
             Ok(fetched) => {
                 let held = Held {
                     token: fetched.token,
                     lifetime: fetched.expires_in,
                     sent,
                 };
-                state.refresh_failures = 0;
-                state.refresh_not_before = Some(now.mono + BACKGROUND_MIN_INTERVAL);
+                self.refresh_failures = 0;
+                self.refresh_not_before = Some(now.mono + BACKGROUND_MIN_INTERVAL);
                 // Waiters take the token even inside its skew: it is not expired, and a fetch
                 // slower than a tenth of the token's life will not go faster when repeated.
                 let token = self.token_at(&held, &now, attempts);
-                state.held = Some(held);
+                self.held = Some(held);
                 if token.expires_in.is_zero() {
                     Err(Failure {
                         error: Error::BadResponse("the token expired before it arrived".into()),
@@ -317,57 +371,64 @@ impl Cache {
                 }
             }
             Err(error) => {
-                state.stats.failures += 1;
-                state.stats.last_error = Some(error.code());
-                state.refresh_failures += 1;
-                let backoff = BACKGROUND_BACKOFF.ceiling(state.refresh_failures);
-                let jittered = backoff.mul_f64(0.5 + random_fraction() / 2.0);
+                self.stats.failures += 1;
+                self.stats.last_error = Some(error.code());
+                self.refresh_failures += 1;
+                let backoff = BACKGROUND_BACKOFF.ceiling(self.refresh_failures);
+                let jittered = backoff.mul_f64(0.5 + self.rng.fraction() / 2.0);
                 // Try again before the cached token runs out, however far the backoff has grown.
-                let usable = state.held.as_ref().map_or(Duration::ZERO, |h| {
+                let usable = self.held.as_ref().map_or(Duration::ZERO, |h| {
                     h.remaining(&now).saturating_sub(h.skew())
                 });
                 let wait = jittered.min(usable / 2).max(BACKGROUND_MIN_INTERVAL);
-                state.refresh_not_before = Some(now.mono + wait);
+                self.refresh_not_before = Some(now.mono + wait);
                 Err(Failure { error, attempts })
             }
         };
-        if result.is_err() && !matches!(state.held, Some(ref h) if h.remaining(&now) > h.skew()) {
+        if outcome.is_err() && !matches!(self.held, Some(ref h) if h.remaining(&now) > h.skew()) {
             // Nothing usable is held: drop the expired token rather than keep it around.
-            state.held = None;
+            self.held = None;
         }
-        let waiters = state.flight.take().unwrap_or_default();
-        drop(state);
-        for waiter in waiters {
-            waiter(result.clone());
-        }
+        Step::Done { outcome, waiters }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::VecDeque;
-    use std::sync::atomic::{AtomicU32, Ordering};
-    use tokio::sync::oneshot;
+    use crate::config::{DEFAULT_DEADLINE, DEFAULT_MAX_ATTEMPTS, DEFAULT_TIMEOUT};
 
-    /// Plays back scripted outcomes, each after an optional delay, and counts the fetches.
-    struct Script {
-        outcomes: Mutex<VecDeque<(Duration, Result<Fetched, Error>)>>,
-        fetches: Arc<AtomicU32>,
-    }
+    const POLICY: Policy = Policy {
+        max_attempts: DEFAULT_MAX_ATTEMPTS,
+        timeout: DEFAULT_TIMEOUT,
+        deadline: DEFAULT_DEADLINE,
+        backoff: Backoff::DEFAULT,
+    };
 
-    impl Upstream for Script {
-        fn fetch(&self) -> BoxFuture<(Result<Fetched, Error>, u32)> {
-            self.fetches.fetch_add(1, Ordering::SeqCst);
-            let next = self.outcomes.lock().unwrap().pop_front();
-            Box::pin(async move {
-                let (delay, result) = next.expect("the script ran out of outcomes");
-                tokio::time::sleep(delay).await;
-                if let Err(Error::Internal) = result {
-                    panic!("scripted panic");
-                }
-                (result, 1)
+    /// A driver on a fake clock: time moves only when the test says.
+    struct Clock(Stamp);
+
+    impl Clock {
+        fn new() -> Clock {
+            Clock(Stamp {
+                mono: Duration::from_secs(1000),
+                wall: Duration::from_secs(1_700_000_000),
             })
+        }
+
+        fn now(&self) -> Stamp {
+            self.0
+        }
+
+        fn advance(&mut self, secs: f64) {
+            let by = Duration::from_secs_f64(secs);
+            self.0.mono += by;
+            self.0.wall += by;
+        }
+
+        /// A suspended VM: the wall clock moves, the monotonic one does not.
+        fn suspend(&mut self, secs: f64) {
+            self.0.wall += Duration::from_secs_f64(secs);
         }
     }
 
@@ -378,59 +439,69 @@ mod tests {
         })
     }
 
-    fn cache(
-        margin_secs: u64,
-        script: Vec<(u64, Result<Fetched, Error>)>,
-    ) -> (Arc<Cache>, Arc<AtomicU32>) {
-        let fetches = Arc::new(AtomicU32::new(0));
-        let outcomes = script
-            .into_iter()
-            .map(|(ms, r)| (Duration::from_millis(ms), r))
-            .collect();
-        let upstream = Script {
-            outcomes: Mutex::new(outcomes),
-            fetches: fetches.clone(),
-        };
-        let cache = Cache::new(
-            Box::new(upstream),
-            Duration::from_secs(margin_secs),
-            tokio::runtime::Handle::current,
-        );
-        (cache, fetches)
+    fn cache() -> Cache<u32> {
+        Cache::new(POLICY, Duration::from_secs(240), 1)
     }
 
-    /// Calls `get` now; the future resolves with what its waiter was handed.
-    fn get(
-        cache: &Arc<Cache>,
-        force: bool,
-    ) -> impl Future<Output = Result<Token, Failure>> + Send + 'static {
-        let (tx, rx) = oneshot::channel();
-        cache.get(force, Box::new(move |r| drop(tx.send(r))));
-        async move { rx.await.unwrap() }
-    }
-
-    /// Pretends the held token was fetched `secs` ago.
-    fn age(cache: &Cache, secs: f64) {
-        let mut state = cache.lock();
-        let held = state.held.as_mut().unwrap();
-        let by = Duration::from_secs_f64(secs);
-        held.sent = Stamp {
-            mono: held.sent.mono - by,
-            wall: held.sent.wall - by,
-        };
-        state.refresh_not_before = None;
-    }
-
-    async fn settle() {
-        for _ in 0..20 {
-            tokio::task::yield_now().await;
-            tokio::time::sleep(Duration::from_millis(2)).await;
+    /// Runs a flight to its end, answering its attempts from `script` (each taking `took` seconds);
+    /// returns the outcome, the waiters handed it and the attempts sent.
+    fn fly(
+        cache: &mut Cache<u32>,
+        clock: &mut Clock,
+        mut step: Step<u32>,
+        script: &mut Vec<Result<Fetched, Error>>,
+        took: f64,
+    ) -> (Outcome, Vec<u32>) {
+        loop {
+            step = match step {
+                Step::Send { timeout } => {
+                    assert!(timeout > Duration::ZERO);
+                    clock.advance(took);
+                    cache.attempt_ended(clock.now(), script.remove(0))
+                }
+                Step::SleepUntil(at) => {
+                    let by = at - clock.now().mono;
+                    clock.0.mono += by;
+                    clock.0.wall += by;
+                    cache.wake(clock.now())
+                }
+                Step::Done { outcome, waiters } => return (outcome, waiters),
+            }
         }
+    }
+
+    fn get(
+        cache: &mut Cache<u32>,
+        clock: &Clock,
+        force: bool,
+        id: u32,
+    ) -> (Option<Token>, Option<Step<u32>>) {
+        match cache.get(clock.now(), force, id) {
+            (Get::Ready(t, back), step) => {
+                assert_eq!(back, id);
+                (Some(t), step)
+            }
+            (Get::Joined, step) => (None, step),
+        }
+    }
+
+    /// A cache holding `name`, fetched just now.
+    fn filled(clock: &mut Clock, name: &str, secs: u64) -> Cache<u32> {
+        let mut cache = cache();
+        let (_, step) = get(&mut cache, clock, false, 0);
+        let _ = fly(
+            &mut cache,
+            clock,
+            step.unwrap(),
+            &mut vec![token(name, secs)],
+            0.001,
+        );
+        cache
     }
 
     #[test]
     fn clocks_take_the_larger_reading() {
-        let a = Stamp::now();
+        let a = Clock::new().now();
         let suspended = Stamp {
             mono: a.mono + Duration::from_secs(1),
             wall: a.wall + Duration::from_secs(60),
@@ -448,7 +519,7 @@ mod tests {
         let held = |secs: u64| Held {
             token: "t".into(),
             lifetime: Duration::from_secs(secs),
-            sent: Stamp::now(),
+            sent: Clock::new().now(),
         };
         let margin = Duration::from_secs(240);
         assert_eq!(held(43_200).margin(margin), margin);
@@ -456,173 +527,345 @@ mod tests {
         assert_eq!(held(2).margin(margin), Duration::from_secs(1));
         assert_eq!(held(2).skew(), Duration::from_millis(200));
         assert_eq!(held(2).margin(Duration::ZERO), Duration::from_millis(200));
+        // The same rule for a context's token.
+        let s = Duration::from_secs;
+        assert_eq!(usable_for(s(43_200), s(100)), Some(s(43_100)));
+        assert_eq!(usable_for(s(43_200), s(43_190)), None);
+        assert_eq!(
+            usable_for(s(2), Duration::from_millis(1700)),
+            Some(Duration::from_millis(300))
+        );
+        assert_eq!(usable_for(s(2), Duration::from_millis(1800)), None);
     }
 
-    #[tokio::test]
-    async fn concurrent_callers_share_one_fetch() {
-        let (cache, fetches) = cache(240, vec![(20, token("a", 3600))]);
-        let calls: Vec<_> = (0..1000).map(|_| get(&cache, false)).collect();
-        let results = futures_join(calls).await;
-        assert_eq!(fetches.load(Ordering::SeqCst), 1);
-        assert!(results.iter().all(|r| r.as_ref().unwrap().token == "a"));
-        assert_eq!(cache.stats().requests, 1);
-    }
-
-    #[tokio::test]
-    async fn fresh_token_answers_from_memory() {
-        let (cache, fetches) = cache(240, vec![(0, token("a", 3600))]);
-        let first = get(&cache, false).await.unwrap();
-        assert_eq!(first.expires_in.as_secs_f64().ceil() as u64, 3600);
-        for _ in 0..100 {
-            assert_eq!(cache.peek().unwrap().token, "a");
+    #[test]
+    fn concurrent_callers_share_one_flight() {
+        let mut clock = Clock::new();
+        let mut cache = cache();
+        let (_, first) = get(&mut cache, &clock, false, 0);
+        for id in 1..1000 {
+            let (got, step) = get(&mut cache, &clock, false, id);
+            assert!(got.is_none() && step.is_none());
         }
-        settle().await;
-        assert_eq!(fetches.load(Ordering::SeqCst), 1);
+        assert_eq!(cache.waiting(), 1000);
+        let (outcome, waiters) = fly(
+            &mut cache,
+            &mut clock,
+            first.unwrap(),
+            &mut vec![token("a", 3600)],
+            0.02,
+        );
+        assert_eq!(outcome.unwrap().token, "a");
+        assert_eq!(waiters, (0..1000).collect::<Vec<_>>());
+        let stats = cache.stats(clock.now());
+        assert_eq!((stats.fetches, stats.requests), (1, 1));
     }
 
-    #[tokio::test]
-    async fn inside_the_margin_answers_at_once_and_refreshes_in_the_background() {
-        let (cache, fetches) = cache(240, vec![(0, token("a", 3600)), (30, token("b", 3600))]);
-        get(&cache, false).await.unwrap();
-        age(&cache, 3500.0);
-        let during = cache.peek().unwrap();
+    #[test]
+    fn fresh_token_answers_from_memory() {
+        let mut clock = Clock::new();
+        let mut cache = filled(&mut clock, "a", 3600);
+        for _ in 0..100 {
+            clock.advance(10.0);
+            let (got, step) = cache.peek(clock.now());
+            assert_eq!(got.unwrap().token, "a");
+            assert!(step.is_none());
+        }
+        let (got, step) = get(&mut cache, &clock, false, 1);
+        assert!(got.unwrap().fresh_for > Duration::ZERO && step.is_none());
+        assert_eq!(cache.stats(clock.now()).fetches, 1);
+    }
+
+    #[test]
+    fn inside_the_margin_answers_at_once_and_refreshes_in_the_background() {
+        let mut clock = Clock::new();
+        let mut cache = filled(&mut clock, "a", 3600);
+        clock.advance(3500.0);
+        let (during, step) = cache.peek(clock.now());
+        let during = during.unwrap();
         assert_eq!(during.token, "a");
         assert!(during.fresh_for.is_zero());
-        // Callers during the refresh still get the old token at once; no second fetch starts.
-        assert_eq!(get(&cache, false).await.unwrap().token, "a");
-        assert_eq!(fetches.load(Ordering::SeqCst), 2);
-        tokio::time::sleep(Duration::from_millis(60)).await;
-        assert_eq!(cache.peek().unwrap().token, "b");
-        assert_eq!(fetches.load(Ordering::SeqCst), 2);
-        assert_eq!(cache.stats().background_refreshes, 1);
-    }
-
-    #[tokio::test]
-    async fn an_expired_token_is_never_returned() {
-        let (cache, fetches) = cache(240, vec![(0, token("a", 20)), (10, token("b", 20))]);
-        get(&cache, false).await.unwrap();
-        age(&cache, 18.5); // 1.5 s left, inside the 2-s skew of a 20-s token
-        assert!(cache.peek().is_none());
-        assert_eq!(get(&cache, false).await.unwrap().token, "b");
-        assert_eq!(fetches.load(Ordering::SeqCst), 2);
-    }
-
-    #[tokio::test]
-    async fn a_failed_background_refresh_is_not_the_callers_problem() {
-        let (cache, fetches) = cache(
-            240,
-            vec![
-                (0, token("a", 3600)),
-                (0, Err(Error::Status(503))),
-                (0, token("b", 3600)),
-            ],
+        // Callers during the refresh still get the old token at once; no second flight starts.
+        let (again, none) = get(&mut cache, &clock, false, 1);
+        assert_eq!(again.unwrap().token, "a");
+        assert!(none.is_none());
+        let (outcome, waiters) = fly(
+            &mut cache,
+            &mut clock,
+            step.unwrap(),
+            &mut vec![token("b", 3600)],
+            0.03,
         );
-        get(&cache, false).await.unwrap();
-        age(&cache, 3500.0);
-        assert_eq!(cache.peek().unwrap().token, "a");
-        settle().await;
-        assert_eq!(fetches.load(Ordering::SeqCst), 2);
-        // Still served; the next refresh waits for its backoff, then goes ahead.
-        assert_eq!(get(&cache, false).await.unwrap().token, "a");
-        assert_eq!(fetches.load(Ordering::SeqCst), 2);
-        assert_eq!(cache.stats().last_error, Some("ERR_METADATA_STATUS"));
-        cache.lock().refresh_not_before = None;
-        cache.peek().unwrap();
-        settle().await;
-        assert_eq!(cache.peek().unwrap().token, "b");
-        assert_eq!(fetches.load(Ordering::SeqCst), 3);
+        assert_eq!(outcome.unwrap().token, "b");
+        assert!(waiters.is_empty());
+        assert_eq!(cache.peek(clock.now()).0.unwrap().token, "b");
+        let stats = cache.stats(clock.now());
+        assert_eq!((stats.fetches, stats.background_refreshes), (2, 1));
     }
 
-    #[tokio::test]
-    async fn the_same_near_expiry_token_does_not_cause_a_storm() {
-        // The server keeps returning one token whose time runs out; each refresh halves the
-        // margin, so the number of refreshes over the token's last 240 s stays logarithmic.
-        let mut script = vec![(0, token("a", 3600))];
-        script.extend((0..40).map(|_| (0, token("a", 1))));
-        let (cache, fetches) = cache(240, script);
-        get(&cache, false).await.unwrap();
-        let mut left = 240.0f64;
+    #[test]
+    fn an_expired_token_is_never_returned() {
+        let mut clock = Clock::new();
+        let mut cache = filled(&mut clock, "a", 20);
+        clock.advance(18.5); // 1.5 s left, inside the 2-s skew of a 20-s token
+        assert!(cache.peek(clock.now()).0.is_none());
+        let (got, step) = get(&mut cache, &clock, false, 1);
+        assert!(got.is_none());
+        let (outcome, _) = fly(
+            &mut cache,
+            &mut clock,
+            step.unwrap(),
+            &mut vec![token("b", 20)],
+            0.01,
+        );
+        assert_eq!(outcome.unwrap().token, "b");
+    }
+
+    #[test]
+    fn suspended_time_counts() {
+        let mut clock = Clock::new();
+        let mut cache = filled(&mut clock, "a", 3600);
+        clock.suspend(3595.0);
+        assert!(cache.peek(clock.now()).0.is_none());
+        assert_eq!(cache.stats(clock.now()).expires_in, None);
+    }
+
+    #[test]
+    fn a_failed_background_refresh_is_not_the_callers_problem() {
+        let mut clock = Clock::new();
+        let mut cache = filled(&mut clock, "a", 3600);
+        clock.advance(3500.0);
+        let (got, step) = cache.peek(clock.now());
+        assert_eq!(got.unwrap().token, "a");
+        let (outcome, _) = fly(
+            &mut cache,
+            &mut clock,
+            step.unwrap(),
+            &mut vec![Err(Error::Status(403))],
+            0.01,
+        );
+        assert_eq!(outcome.unwrap_err().error, Error::Status(403));
+        // Still served; the next refresh waits for its backoff (at least a second), then goes ahead.
+        let (got, step) = cache.peek(clock.now());
+        assert_eq!(got.unwrap().token, "a");
+        assert!(step.is_none());
+        assert_eq!(
+            cache.stats(clock.now()).last_error,
+            Some("ERR_METADATA_STATUS")
+        );
+        clock.advance(1.0);
+        let (got, step) = cache.peek(clock.now());
+        assert_eq!(got.unwrap().token, "a");
+        let _ = fly(
+            &mut cache,
+            &mut clock,
+            step.unwrap(),
+            &mut vec![token("b", 3600)],
+            0.01,
+        );
+        assert_eq!(cache.peek(clock.now()).0.unwrap().token, "b");
+        assert_eq!(cache.stats(clock.now()).fetches, 3);
+    }
+
+    #[test]
+    fn background_backoff_grows_but_retries_before_expiry() {
+        let mut clock = Clock::new();
+        let mut cache = filled(&mut clock, "a", 3600);
+        clock.advance(3400.0);
+        let mut gaps = Vec::new();
+        let mut last = clock.now().mono;
+        loop {
+            let (got, step) = cache.peek(clock.now());
+            if got.is_none() {
+                break;
+            }
+            if let Some(step) = step {
+                gaps.push((clock.now().mono - last).as_secs_f64());
+                last = clock.now().mono;
+                let _ = fly(
+                    &mut cache,
+                    &mut clock,
+                    step,
+                    &mut vec![Err(Error::Status(403))],
+                    0.0,
+                );
+            }
+            clock.advance(0.25);
+        }
+        // The gaps grow (jittered between half and all of 1, 2, 4 … 60 s) and the last refresh
+        // came before the token ran out.
+        assert!(gaps.len() >= 6, "{gaps:?}");
+        assert!(gaps.iter().skip(1).all(|g| *g <= 60.25), "{gaps:?}");
+        assert!(gaps[6] > gaps[1], "{gaps:?}");
+    }
+
+    #[test]
+    fn the_same_near_expiry_token_does_not_cause_a_storm() {
+        // The server keeps returning one token whose time runs out: each refresh brings it back
+        // with what is left of it, so the refreshes over its last 240 s stay logarithmic.
+        let mut clock = Clock::new();
+        let expiry = clock.now().mono + Duration::from_secs(3600);
+        let mut cache = filled(&mut clock, "a", 3600);
         let mut refreshes = 0;
-        while left > 1.0 {
-            {
-                let mut state = cache.lock();
-                let held = state.held.as_mut().unwrap();
-                held.lifetime = Duration::from_secs_f64(left);
-                held.sent = Stamp::now();
-                state.refresh_not_before = None;
-            }
-            if cache.peek().is_some_and(|t| t.fresh_for.is_zero()) {
+        while clock.now().mono < expiry {
+            if let (_, Some(step)) = cache.peek(clock.now()) {
                 refreshes += 1;
+                let left = (expiry - clock.now().mono).as_secs().max(1);
+                let _ = fly(
+                    &mut cache,
+                    &mut clock,
+                    step,
+                    &mut vec![token("a", left)],
+                    0.0,
+                );
             }
-            left /= 2.0; // a refresh answered with the same token, now half as far from expiry
+            clock.advance(0.5);
         }
-        assert!(refreshes <= 9, "{refreshes}");
-        settle().await;
-        assert!(fetches.load(Ordering::SeqCst) <= 10);
+        assert!(refreshes <= 10, "{refreshes}");
     }
 
-    #[tokio::test]
-    async fn force_refresh_bypasses_the_cache_but_not_the_flight() {
-        let (cache, fetches) = cache(240, vec![(0, token("a", 3600)), (20, token("b", 3600))]);
-        get(&cache, false).await.unwrap();
-        let both = futures_join(vec![get(&cache, true), get(&cache, true)]).await;
-        assert!(both.iter().all(|r| r.as_ref().unwrap().token == "b"));
-        assert_eq!(fetches.load(Ordering::SeqCst), 2);
-    }
-
-    #[tokio::test]
-    async fn failures_reach_waiters_and_the_next_call_tries_again() {
-        let (cache, fetches) = cache(
-            240,
-            vec![(0, Err(Error::NoServiceAccount)), (0, token("a", 60))],
+    #[test]
+    fn force_refresh_bypasses_the_cache_but_not_the_flight() {
+        let mut clock = Clock::new();
+        let mut cache = filled(&mut clock, "a", 3600);
+        let (none, step) = get(&mut cache, &clock, true, 1);
+        assert!(none.is_none());
+        let (none, joined) = get(&mut cache, &clock, true, 2);
+        assert!(none.is_none() && joined.is_none());
+        let (outcome, waiters) = fly(
+            &mut cache,
+            &mut clock,
+            step.unwrap(),
+            &mut vec![token("b", 3600)],
+            0.02,
         );
-        let err = get(&cache, false).await.unwrap_err();
-        assert_eq!(err.error, Error::NoServiceAccount);
-        assert_eq!(get(&cache, false).await.unwrap().token, "a");
-        assert_eq!(fetches.load(Ordering::SeqCst), 2);
+        assert_eq!(outcome.unwrap().token, "b");
+        assert_eq!(waiters, [1, 2]);
     }
 
-    #[tokio::test]
-    async fn a_panic_becomes_an_internal_error() {
-        let (cache, _) = cache(240, vec![(0, Err(Error::Internal)), (0, token("a", 60))]);
-        assert_eq!(get(&cache, false).await.unwrap_err().error, Error::Internal);
-        assert_eq!(get(&cache, false).await.unwrap().token, "a");
-    }
-
-    #[tokio::test]
-    async fn a_runtime_that_cannot_start_fails_the_flight_instead_of_leaving_it_open() {
-        static STARTS: AtomicU32 = AtomicU32::new(0);
-        fn flaky_runtime() -> tokio::runtime::Handle {
-            if STARTS.fetch_add(1, Ordering::SeqCst) == 0 {
-                panic!("no thread for the runtime");
-            }
-            tokio::runtime::Handle::current()
-        }
-        // The first outcome is taken by the flight that never runs.
-        let outcomes = [
-            (Duration::ZERO, token("never", 60)),
-            (Duration::ZERO, token("a", 60)),
+    #[test]
+    fn retries_within_one_flight_and_counts_them() {
+        let mut clock = Clock::new();
+        let mut cache = cache();
+        let (_, step) = get(&mut cache, &clock, false, 1);
+        let mut script = vec![
+            Err(Error::Unreachable("connection refused")),
+            Err(Error::Status(503)),
+            token("a", 60),
         ];
-        let upstream = Script {
-            outcomes: Mutex::new(outcomes.into()),
-            fetches: Arc::default(),
-        };
-        let cache = Cache::new(Box::new(upstream), Duration::from_secs(240), flaky_runtime);
-        assert_eq!(get(&cache, false).await.unwrap_err().error, Error::Internal);
-        assert!(cache.lock().flight.is_none());
-        assert_eq!(get(&cache, false).await.unwrap().token, "a");
+        let (outcome, _) = fly(&mut cache, &mut clock, step.unwrap(), &mut script, 0.001);
+        assert_eq!(outcome.unwrap().attempts, 3);
+        let stats = cache.stats(clock.now());
+        assert_eq!((stats.requests, stats.retries, stats.fetches), (3, 2, 1));
     }
 
-    async fn futures_join<F>(futures: Vec<F>) -> Vec<F::Output>
-    where
-        F: Future + Send + 'static,
-        F::Output: Send + 'static,
-    {
-        let handles: Vec<_> = futures.into_iter().map(tokio::spawn).collect();
-        let mut out = Vec::new();
-        for handle in handles {
-            out.push(handle.await.unwrap());
+    #[test]
+    fn a_flight_never_runs_past_its_deadline() {
+        let mut clock = Clock::new();
+        let mut cache = cache();
+        let started = clock.now().mono;
+        let (_, step) = get(&mut cache, &clock, false, 1);
+        let mut timeouts = vec![Err(Error::Timeout); 5];
+        let (outcome, _) = fly(&mut cache, &mut clock, step.unwrap(), &mut timeouts, 1.0);
+        assert_eq!(outcome.unwrap_err().error, Error::Timeout);
+        assert!(clock.now().mono - started <= DEFAULT_DEADLINE + Duration::from_secs(1));
+    }
+
+    #[test]
+    fn failures_reach_waiters_and_the_next_call_tries_again() {
+        let mut clock = Clock::new();
+        let mut cache = cache();
+        let (_, step) = get(&mut cache, &clock, false, 1);
+        let (outcome, waiters) = fly(
+            &mut cache,
+            &mut clock,
+            step.unwrap(),
+            &mut vec![Err(Error::NoServiceAccount)],
+            0.001,
+        );
+        assert_eq!((outcome.unwrap_err().attempts, waiters), (1, vec![1]));
+        let (_, step) = get(&mut cache, &clock, false, 2);
+        let (outcome, _) = fly(
+            &mut cache,
+            &mut clock,
+            step.unwrap(),
+            &mut vec![token("a", 60)],
+            0.001,
+        );
+        assert_eq!(outcome.unwrap().token, "a");
+    }
+
+    #[test]
+    fn an_abandoned_flight_fails_its_waiters_and_frees_the_flight() {
+        let mut clock = Clock::new();
+        let mut cache = cache();
+        let (_, step) = get(&mut cache, &clock, false, 1);
+        assert!(matches!(step, Some(Step::Send { .. })));
+        match cache.abandon(clock.now()) {
+            Step::Done { outcome, waiters } => {
+                assert_eq!(outcome.unwrap_err().error, Error::Internal);
+                assert_eq!(waiters, [1]);
+            }
+            other => panic!("{other:?}"),
         }
-        out
+        assert!(!cache.in_flight());
+        let (_, step) = get(&mut cache, &clock, false, 2);
+        let (outcome, _) = fly(
+            &mut cache,
+            &mut clock,
+            step.unwrap(),
+            &mut vec![token("a", 60)],
+            0.001,
+        );
+        assert_eq!(outcome.unwrap().token, "a");
+    }
+
+    #[test]
+    fn released_waiters_leave_the_flight_which_still_fills_the_cache() {
+        let mut clock = Clock::new();
+        let mut cache = cache();
+        let (_, step) = get(&mut cache, &clock, false, 1);
+        get(&mut cache, &clock, false, 2);
+        assert_eq!(cache.release(|w| *w == 1), [1]);
+        assert_eq!(cache.waiting(), 1);
+        let (_, waiters) = fly(
+            &mut cache,
+            &mut clock,
+            step.unwrap(),
+            &mut vec![token("a", 60)],
+            0.01,
+        );
+        assert_eq!(waiters, [2]);
+        assert_eq!(cache.peek(clock.now()).0.unwrap().token, "a");
+    }
+
+    #[test]
+    fn a_token_slower_than_its_life_is_a_bad_response() {
+        let mut clock = Clock::new();
+        let mut cache = cache();
+        let (_, step) = get(&mut cache, &clock, false, 1);
+        let (outcome, _) = fly(
+            &mut cache,
+            &mut clock,
+            step.unwrap(),
+            &mut vec![token("a", 1)],
+            1.5,
+        );
+        assert_eq!(
+            outcome.unwrap_err().error.code(),
+            "ERR_METADATA_BAD_RESPONSE"
+        );
+    }
+
+    #[test]
+    fn deadlines_are_whole_milliseconds() {
+        let t = Token {
+            token: "a".into(),
+            expires_in: Duration::from_micros(1_999_900),
+            fresh_for: Duration::from_micros(900),
+            at: Duration::from_micros(1_000_000_500),
+            attempts: 0,
+        };
+        assert_eq!(t.deadlines_ms(), (1_002_000.0, 1_000_001.0));
     }
 }

@@ -1,7 +1,9 @@
 //! Options and environment → validated settings. Every default is a named constant with its reason.
 
 use crate::error::Error;
-use std::time::Duration;
+use alloc::format;
+use alloc::string::{String, ToString};
+use core::time::Duration;
 
 /// The link-local address of the GCE-compatible metadata service in Yandex Cloud and on GCE.
 pub const DEFAULT_HOST: &str = "169.254.169.254";
@@ -63,6 +65,23 @@ impl Settings {
     pub fn url(&self) -> String {
         format!("http://{}{}", self.host, TOKEN_PATH)
     }
+
+    /// Where to connect, for a driver that takes the host and port apart (an IPv6 address
+    /// without its brackets). The host was validated, so this only splits it.
+    #[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))] // the wasm driver's
+    pub fn host_and_port(&self) -> (&str, u16) {
+        let (host, port) = match self.host.strip_prefix('[') {
+            Some(rest) => match rest.split_once(']') {
+                Some((inside, after)) => (inside, after.strip_prefix(':')),
+                None => (rest, None),
+            },
+            None => match self.host.rsplit_once(':') {
+                Some((name, port)) => (name, Some(port)),
+                None => (self.host.as_str(), None),
+            },
+        };
+        (host, port.and_then(|p| p.parse().ok()).unwrap_or(80))
+    }
 }
 
 impl Default for Settings {
@@ -91,7 +110,8 @@ pub fn settings(options: &[(String, OptionValue)], env: &Environment) -> Result<
             "deadlineMs" => settings.deadline = millis(name, value)?,
             "maxAttempts" => {
                 let n = number(name, value)?;
-                if n.fract() != 0.0 || !(1.0..=MAX_ATTEMPTS_LIMIT as f64).contains(&n) {
+                // `n as u32` truncates: equal only for a whole number (no float math in no_std).
+                if !(1.0..=MAX_ATTEMPTS_LIMIT as f64).contains(&n) || f64::from(n as u32) != n {
                     return Err(invalid(format!(
                         "option maxAttempts must be a whole number from 1 to {MAX_ATTEMPTS_LIMIT}, got {n}"
                     )));
@@ -122,6 +142,11 @@ pub fn settings(options: &[(String, OptionValue)], env: &Environment) -> Result<
     Ok(settings)
 }
 
+/// The options argument was given but is no object.
+pub fn options_not_an_object(type_name: &str) -> Error {
+    invalid(format!("options must be an object, got {type_name}"))
+}
+
 fn host_from_env(env: &Environment) -> Result<String, Error> {
     let from = [
         (ENV_YC_METADATA_ADDR, &env.yc_metadata_addr),
@@ -149,7 +174,7 @@ fn valid_host(value: &str, what: &str) -> Result<String, Error> {
     }
     let (name, port) = if let Some(rest) = value.strip_prefix('[') {
         let (inside, after) = rest.split_once(']').ok_or_else(|| bad("unclosed '['"))?;
-        if inside.parse::<std::net::Ipv6Addr>().is_err() {
+        if inside.parse::<core::net::Ipv6Addr>().is_err() {
             return Err(bad("not an IPv6 address inside [ ]"));
         }
         match after {
@@ -324,6 +349,26 @@ mod tests {
         }
         let bad_env = settings(&[], &env(Some("http://10.0.0.1"), None));
         assert!(matches!(bad_env, Err(Error::InvalidOption(m)) if m.contains("YC_METADATA_ADDR")));
+    }
+
+    #[test]
+    fn splits_host_and_port() {
+        let split = |h: &str| {
+            let s = settings(
+                &opts(&[("host", OptionValue::Text(h.into()))]),
+                &Environment::default(),
+            )
+            .unwrap();
+            let (host, port) = s.host_and_port();
+            (host.to_string(), port)
+        };
+        assert_eq!(split("127.0.0.1:8080"), ("127.0.0.1".into(), 8080));
+        assert_eq!(
+            split("metadata.google.internal"),
+            ("metadata.google.internal".into(), 80)
+        );
+        assert_eq!(split("[::1]:9"), ("::1".into(), 9));
+        assert_eq!(split("[::1]"), ("::1".into(), 80));
     }
 
     #[test]

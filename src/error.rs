@@ -1,12 +1,16 @@
 //! One error type for the whole core: the code JavaScript sees as `err.code`, whether another
 //! attempt can help, and a message that names the URL and what to do — never the token.
 
-use std::fmt;
+use alloc::format;
+use alloc::string::String;
+use core::fmt;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Error {
     /// Refused, no route, or the connection broke before a whole response arrived.
     Unreachable(&'static str),
+    /// The host's name does not exist (NXDOMAIN): reported as unreachable, never retried.
+    NameNotFound,
     /// One attempt (connect + response) or the whole call ran out of time.
     Timeout,
     /// HTTP 404: no service account is attached to the VM, function or container revision.
@@ -28,7 +32,7 @@ pub const HINT_OFF_CLOUD: &str =
 impl Error {
     pub fn code(&self) -> &'static str {
         match self {
-            Error::Unreachable(_) => "ERR_METADATA_UNREACHABLE",
+            Error::Unreachable(_) | Error::NameNotFound => "ERR_METADATA_UNREACHABLE",
             Error::Timeout => "ERR_METADATA_TIMEOUT",
             Error::NoServiceAccount => "ERR_METADATA_NO_SERVICE_ACCOUNT",
             Error::Status(_) => "ERR_METADATA_STATUS",
@@ -67,12 +71,18 @@ impl Error {
             Error::Unreachable(what) => {
                 format!("Metadata service at {url} is unreachable: {what}{tries}. {HINT_OFF_CLOUD}")
             }
+            Error::NameNotFound => format!(
+                "Metadata service at {url} is unreachable: name not found (the host name does not \
+                 exist in DNS). {HINT_OFF_CLOUD}"
+            ),
             Error::Timeout => format!(
                 "Metadata service at {url} did not answer in time{tries}. {HINT_OFF_CLOUD}"
             ),
             Error::NoServiceAccount => format!(
-                "Metadata service at {url} has no service account (HTTP 404). Attach a service \
-                 account to the container revision, function version or VM."
+                "Metadata service at {url} has no service account (HTTP 404). Either none is \
+                 attached to the container revision, function version or VM (attach one), or its \
+                 metadata options turn the token endpoint off (in Yandex Cloud: \
+                 gceHttpEndpoint / gce-http-token must stay enabled)."
             ),
             Error::Status(403) => format!(
                 "Metadata service at {url} refused the request (HTTP 403). Requests through a proxy \
@@ -99,7 +109,7 @@ impl fmt::Display for Error {
     }
 }
 
-impl std::error::Error for Error {}
+impl core::error::Error for Error {}
 
 #[cfg(test)]
 mod tests {
@@ -129,7 +139,7 @@ mod tests {
         );
         assert!(Error::NoServiceAccount
             .describe(url, 1)
-            .contains("Attach a service account"));
+            .contains("attach one"));
         assert!(Error::Status(503).describe(url, 1).contains("HTTP 503"));
         assert_eq!(Error::Status(503).status(), Some(503));
     }

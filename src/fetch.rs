@@ -1,7 +1,10 @@
-//! One HTTP attempt: GET the token path, classify the answer, read a capped body, validate it.
+//! One HTTP attempt, sans I/O: the request to send, and what a response or a transport failure
+//! means. The drivers (native.rs, the wasm driver in JavaScript) do the sending and report here.
 
 use crate::error::Error;
-use std::time::Duration;
+use alloc::format;
+use alloc::string::{String, ToString};
+use core::time::Duration;
 
 /// A token response is a few hundred bytes (Yandex IAM tokens ~300, Google access tokens under
 /// 2 KiB); 16 KiB leaves room for any real one and stops a hostile or wrong server at once.
@@ -16,66 +19,75 @@ pub struct Fetched {
     pub expires_in: Duration,
 }
 
-/// A client that never uses a proxy (a proxy would see the token) and never follows a redirect
-/// (the Location would get the Metadata-Flavor header and the token request).
-pub fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .no_proxy()
-        .redirect(reqwest::redirect::Policy::none())
-        .user_agent(concat!("yc-metadata-token/", env!("CARGO_PKG_VERSION")))
-        // One kept-alive connection is all a single-flight client ever needs.
-        .pool_max_idle_per_host(1)
-        .build()
-        .expect("a plain HTTP client without TLS always builds")
+/// The request every attempt sends: `GET <TOKEN_PATH>` on the configured host with these headers.
+/// The metadata service refuses a request without Metadata-Flavor (and one that looks proxied).
+pub const REQUEST_HEADERS: [(&str, &str); 2] = [
+    ("Metadata-Flavor", "Google"),
+    (
+        "User-Agent",
+        concat!("yc-metadata-token/", env!("CARGO_PKG_VERSION")),
+    ),
+];
+
+/// How an attempt failed below HTTP, as the driver saw it. Each driver maps its own errors (io
+/// kinds, hyper's, Node's `err.code`) onto these; what each means is decided here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    Refused,
+    NoRoute,
+    Reset,
+    /// The operating system gave up connecting (not our own timeout).
+    ConnectTimedOut,
+    /// The name does not exist (NXDOMAIN): another attempt asks the same resolver the same question.
+    NameNotFound,
+    /// The resolver failed or did not answer: worth another attempt.
+    NameLookupFailed,
+    /// The connection closed before a whole response arrived (before any byte, or mid-body).
+    Closed,
+    /// The peer answered with something that is not HTTP: the address points at another service.
+    NotHttp,
+    /// Any other network error.
+    Other,
 }
 
-/// One attempt, bounded by `timeout` from connect to the last byte of the body.
-pub async fn attempt(
-    client: &reqwest::Client,
-    url: &reqwest::Url,
-    timeout: Duration,
-) -> Result<Fetched, Error> {
-    tokio::time::timeout(timeout, attempt_untimed(client, url))
-        .await
-        .unwrap_or(Err(Error::Timeout))
-}
-
-async fn attempt_untimed(client: &reqwest::Client, url: &reqwest::Url) -> Result<Fetched, Error> {
-    let mut response = client
-        .get(url.clone())
-        .header("Metadata-Flavor", "Google")
-        .send()
-        .await
-        .map_err(|e| transport_error(&e))?;
-    classify_status(response.status().as_u16())?;
-    if response
-        .content_length()
-        .is_some_and(|n| n > MAX_BODY_BYTES as u64)
-    {
-        return Err(too_large());
-    }
-    let mut body = Vec::new();
-    while let Some(chunk) = response.chunk().await.map_err(|e| transport_error(&e))? {
-        if body.len() + chunk.len() > MAX_BODY_BYTES {
-            return Err(too_large());
+/// The error of an attempt that failed below HTTP.
+pub fn transport_error(failure: Transport) -> Error {
+    match failure {
+        Transport::Refused => Error::Unreachable("connection refused"),
+        Transport::NoRoute => Error::Unreachable("no route to host"),
+        Transport::Reset => Error::Unreachable("connection reset"),
+        Transport::ConnectTimedOut => Error::Unreachable("connection timed out"),
+        Transport::NameNotFound => Error::NameNotFound,
+        Transport::NameLookupFailed => Error::Unreachable("the name lookup failed"),
+        Transport::Closed => {
+            Error::Unreachable("connection closed before the whole response arrived")
         }
-        body.extend_from_slice(&chunk);
+        Transport::NotHttp => Error::BadResponse(
+            "the answer is not HTTP (is another kind of server listening there?)".into(),
+        ),
+        Transport::Other => Error::Unreachable("network error"),
     }
-    parse(&body)
 }
 
-fn too_large() -> Error {
+/// For a body longer than `MAX_BODY_BYTES`, by its Content-Length or as it arrives.
+pub fn too_large() -> Error {
     Error::BadResponse(format!("body larger than {MAX_BODY_BYTES} bytes"))
 }
 
-/// 2xx passes; everything else becomes its error.
-pub fn classify_status(status: u16) -> Result<(), Error> {
+/// 2xx passes; everything else becomes its error. A 404 means "no service account" only from a
+/// metadata service: a plain web server's 404 page means the address is wrong.
+pub fn classify_status(status: u16, from_metadata: bool) -> Result<(), Error> {
     match status {
         200..=299 => Ok(()),
         300..=399 => Err(Error::BadResponse(format!(
             "a redirect (HTTP {status}), which is never followed"
         ))),
-        404 => Err(Error::NoServiceAccount),
+        404 if from_metadata => Err(Error::NoServiceAccount),
+        404 => Err(Error::BadResponse(
+            "HTTP 404 without the Metadata-Flavor: Google header, so this is not a metadata \
+             service"
+                .into(),
+        )),
         _ => Err(Error::Status(status)),
     }
 }
@@ -140,33 +152,9 @@ fn json_type(value: &serde_json::Value) -> &'static str {
     }
 }
 
-/// Names what went wrong on the wire from the innermost I/O error, in our words: reqwest's own
-/// message is not passed on.
-fn transport_error(error: &reqwest::Error) -> Error {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
-    while let Some(e) = source {
-        if let Some(io) = e.downcast_ref::<std::io::Error>() {
-            use std::io::ErrorKind::*;
-            return Error::Unreachable(match io.kind() {
-                ConnectionRefused => "connection refused",
-                HostUnreachable | NetworkUnreachable => "no route to host",
-                ConnectionReset | ConnectionAborted => "connection reset",
-                TimedOut => "connection timed out",
-                _ => "network error",
-            });
-        }
-        source = e.source();
-    }
-    if error.is_connect() {
-        Error::Unreachable("could not connect")
-    } else {
-        Error::Unreachable("connection closed before the whole response arrived")
-    }
-}
-
 #[cfg(test)]
 #[path = "fetch_properties.rs"]
-mod properties;
+pub mod properties;
 
 #[cfg(test)]
 mod tests {
@@ -218,11 +206,48 @@ mod tests {
 
     #[test]
     fn classifies_statuses() {
-        assert_eq!(classify_status(200), Ok(()));
-        assert_eq!(classify_status(404), Err(Error::NoServiceAccount));
-        assert_eq!(classify_status(503), Err(Error::Status(503)));
+        assert_eq!(classify_status(200, true), Ok(()));
+        assert_eq!(classify_status(404, true), Err(Error::NoServiceAccount));
+        assert_eq!(classify_status(503, false), Err(Error::Status(503)));
         assert!(
-            matches!(classify_status(302), Err(Error::BadResponse(m)) if m.contains("redirect"))
+            matches!(classify_status(302, true), Err(Error::BadResponse(m)) if m.contains("redirect"))
         );
+    }
+
+    #[test]
+    fn a_404_without_the_flavor_header_is_not_a_metadata_service() {
+        let e = classify_status(404, false).unwrap_err();
+        assert_eq!(e.code(), "ERR_METADATA_BAD_RESPONSE");
+        assert!(!e.is_retryable());
+        assert!(e
+            .describe("http://h/p", 1)
+            .contains("not a metadata service"));
+    }
+
+    #[test]
+    fn transport_failures_are_retried_unless_they_cannot_change() {
+        use Transport::*;
+        for t in [
+            Refused,
+            NoRoute,
+            Reset,
+            ConnectTimedOut,
+            NameLookupFailed,
+            Closed,
+            Other,
+        ] {
+            let e = transport_error(t);
+            assert_eq!(e.code(), "ERR_METADATA_UNREACHABLE", "{t:?}");
+            assert!(e.is_retryable(), "{t:?}");
+        }
+        let missing = transport_error(NameNotFound);
+        assert_eq!(missing.code(), "ERR_METADATA_UNREACHABLE");
+        assert!(!missing.is_retryable());
+        assert!(missing
+            .describe("http://nowhere.example/p", 1)
+            .contains("name not found"));
+        let not_http = transport_error(NotHttp);
+        assert_eq!(not_http.code(), "ERR_METADATA_BAD_RESPONSE");
+        assert!(!not_http.is_retryable());
     }
 }

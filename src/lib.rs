@@ -1,203 +1,22 @@
-//! The N-API surface, and only that: JavaScript values in, core calls, JavaScript values out.
-//! The JavaScript side (index.js) turns failures into `Error`s with their `code`.
-//!
-//! Every method catches panics (`catch_unwind`): a panic crossing the N-API boundary aborts Node;
-//! caught, it is thrown as a JavaScript error that index.js reports as `ERR_METADATA_INTERNAL`.
+//! The sans-I/O core (config, fetch, retry, cache, error) and its two drivers: the N-API addon
+//! (native/, tokio + reqwest) and the plain wasm32 module (wasm.rs, driven by wasm-driver.js with
+//! node:http). The core decides everything and reads no clock; a driver hands it events with their
+//! times and does what it answers.
+
+// The wasm module is built for wasm32v1-none, the WebAssembly 1.0 target whose prebuilt core and
+// alloc use no post-MVP features (Node 14 and 16 reject the overlong call_indirect encoding that the
+// std of wasm32-unknown-unknown carries): the core is no_std there, with dlmalloc for memory.
+#![cfg_attr(target_arch = "wasm32", no_std)]
+
+extern crate alloc;
 
 mod cache;
 mod config;
 mod error;
 mod fetch;
-mod provider;
 mod retry;
 
-use cache::{Failure, Token};
-use config::{Environment, OptionValue};
-use napi::bindgen_prelude::*;
-use napi_derive::napi;
-use std::sync::Arc;
-
-/// A token as JavaScript gets it. Times are wall-clock milliseconds since the epoch, the scale of
-/// `Date.now()`, so they stay right however late JavaScript reads them.
-#[napi(object)]
-pub struct Snapshot {
-    pub token: String,
-    pub expires_at_ms: f64,
-    pub fresh_until_ms: f64,
-}
-
-/// The result of a fetch: `token` and times on success, `code` and `message` on failure.
-#[napi(object)]
-pub struct Outcome {
-    pub token: Option<String>,
-    pub expires_at_ms: Option<f64>,
-    pub fresh_until_ms: Option<f64>,
-    pub code: Option<String>,
-    pub message: Option<String>,
-    pub status: Option<u32>,
-    pub attempts: u32,
-}
-
-#[napi(object)]
-pub struct NativeStats {
-    pub requests: f64,
-    pub retries: f64,
-    pub fetches: f64,
-    pub background_refreshes: f64,
-    pub failures: f64,
-    pub last_error_code: Option<String>,
-    pub expires_in_ms: Option<f64>,
-}
-
-#[napi]
-pub struct NativeProvider {
-    cache: Arc<cache::Cache>,
-    url: Arc<str>,
-}
-
-#[napi]
-impl NativeProvider {
-    /// Throws an `Error` with `code` `ERR_INVALID_OPTION` for an option it cannot use.
-    #[napi(constructor, catch_unwind)]
-    pub fn new(
-        options: Unknown,
-        yc_metadata_addr: Option<String>,
-        gce_metadata_host: Option<String>,
-        shared: bool,
-    ) -> Result<Self, String> {
-        let invalid = |e: error::Error| Error::new(e.code().to_string(), e.describe("", 0));
-        let options = option_pairs(options).map_err(invalid)?;
-        let env = Environment {
-            yc_metadata_addr,
-            gce_metadata_host,
-        };
-        let settings = config::settings(&options, &env).map_err(invalid)?;
-        Ok(NativeProvider {
-            cache: provider::provider(&settings, shared).map_err(invalid)?,
-            url: settings.url().into(),
-        })
-    }
-
-    /// The cached token if it is usable now, else `null`. No thread hop, no network.
-    #[napi(catch_unwind)]
-    pub fn peek(&self) -> Option<Snapshot> {
-        self.cache.peek().map(snapshot)
-    }
-
-    /// A promise of an `Outcome`; concurrent calls share one upstream fetch.
-    #[napi(ts_return_type = "Promise<Outcome>", catch_unwind)]
-    pub fn fetch<'env>(&self, env: &'env Env, force: bool) -> napi::Result<Object<'env>> {
-        let (deferred, promise) = env.create_deferred()?;
-        let url = Arc::clone(&self.url);
-        self.cache.get(
-            force,
-            Box::new(move |result| deferred.resolve(move |_| Ok(outcome(result, &url)))),
-        );
-        Ok(promise)
-    }
-
-    #[napi(catch_unwind)]
-    pub fn stats(&self) -> NativeStats {
-        let s = self.cache.stats();
-        NativeStats {
-            requests: s.requests as f64,
-            retries: s.retries as f64,
-            fetches: s.fetches as f64,
-            background_refreshes: s.background_refreshes as f64,
-            failures: s.failures as f64,
-            last_error_code: s.last_error.map(String::from),
-            expires_in_ms: s.expires_in.map(millis),
-        }
-    }
-
-    #[napi(getter, catch_unwind)]
-    pub fn url(&self) -> String {
-        self.url.to_string()
-    }
-}
-
-fn millis(d: std::time::Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
-}
-
-/// Whole milliseconds, rounded down like `Date.now()`: a deadline of "now" must not look a
-/// fraction of a millisecond ahead of the `Date.now()` that JavaScript reads just after.
-fn epoch_millis(at: std::time::SystemTime, after: std::time::Duration) -> f64 {
-    millis(at.duration_since(std::time::UNIX_EPOCH).unwrap_or_default() + after).floor()
-}
-
-fn snapshot(t: Token) -> Snapshot {
-    Snapshot {
-        expires_at_ms: epoch_millis(t.at, t.expires_in),
-        fresh_until_ms: epoch_millis(t.at, t.fresh_for),
-        token: t.token,
-    }
-}
-
-fn outcome(result: std::result::Result<Token, Failure>, url: &str) -> Outcome {
-    match result {
-        Ok(t) => Outcome {
-            expires_at_ms: Some(epoch_millis(t.at, t.expires_in)),
-            fresh_until_ms: Some(epoch_millis(t.at, t.fresh_for)),
-            attempts: t.attempts,
-            token: Some(t.token),
-            code: None,
-            message: None,
-            status: None,
-        },
-        Err(f) => Outcome {
-            token: None,
-            expires_at_ms: None,
-            fresh_until_ms: None,
-            code: Some(f.error.code().to_string()),
-            message: Some(f.error.describe(url, f.attempts)),
-            status: f.error.status().map(u32::from),
-            attempts: f.attempts,
-        },
-    }
-}
-
-/// The options object as (name, value) pairs; `undefined` and `null` count as absent.
-fn option_pairs(options: Unknown) -> std::result::Result<Vec<(String, OptionValue)>, error::Error> {
-    let js_error = |_| error::Error::InvalidOption("options could not be read".into());
-    match options.get_type().map_err(js_error)? {
-        ValueType::Undefined | ValueType::Null => return Ok(Vec::new()),
-        ValueType::Object => {}
-        other => {
-            return Err(error::Error::InvalidOption(format!(
-                "options must be an object, got {}",
-                type_name(other)
-            )))
-        }
-    }
-    let object = unsafe { options.cast::<Object>() }.map_err(js_error)?;
-    let mut pairs = Vec::new();
-    for name in Object::keys(&object).map_err(js_error)? {
-        let value: Unknown = object.get_named_property(&name).map_err(js_error)?;
-        let value = match value.get_type().map_err(js_error)? {
-            ValueType::Undefined | ValueType::Null => OptionValue::Absent,
-            ValueType::Number => {
-                OptionValue::Number(unsafe { value.cast::<f64>() }.map_err(js_error)?)
-            }
-            ValueType::String => {
-                OptionValue::Text(unsafe { value.cast::<String>() }.map_err(js_error)?)
-            }
-            other => OptionValue::Other(type_name(other)),
-        };
-        pairs.push((name, value));
-    }
-    Ok(pairs)
-}
-
-fn type_name(t: ValueType) -> &'static str {
-    match t {
-        ValueType::Boolean => "boolean",
-        ValueType::Number => "number",
-        ValueType::String => "string",
-        ValueType::Symbol => "symbol",
-        ValueType::Function => "function",
-        ValueType::Null => "null",
-        ValueType::Undefined => "undefined",
-        _ => "object",
-    }
-}
+#[cfg(not(target_arch = "wasm32"))]
+mod native;
+#[cfg(target_arch = "wasm32")]
+mod wasm;

@@ -1,8 +1,9 @@
 //! Retry policy: exponential backoff with full jitter, bounded by attempts and an overall deadline.
+//! Sans I/O: `Attempts` is told when each attempt ends and answers what to do next; the driver
+//! sends and sleeps.
 
 use crate::error::Error;
-use std::future::Future;
-use std::time::{Duration, Instant};
+use core::time::Duration;
 
 /// The first retry waits up to 100 ms: a metadata service that refuses connections while a
 /// container starts is usually up within that.
@@ -10,7 +11,7 @@ pub const BACKOFF_BASE: Duration = Duration::from_millis(100);
 /// No single wait over a second: with 5 attempts the waits add up to at most 1.5 s.
 pub const BACKOFF_CAP: Duration = Duration::from_secs(1);
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Policy {
     pub max_attempts: u32,
     /// One attempt; cut shorter when less of the deadline is left.
@@ -38,57 +39,98 @@ impl Backoff {
         let factor = 1u32.checked_shl(n.saturating_sub(1)).unwrap_or(u32::MAX);
         self.base.saturating_mul(factor).min(self.cap)
     }
+}
 
-    pub fn delay(&self, n: u32) -> Duration {
-        self.ceiling(n).mul_f64(random_fraction())
+/// Jitter needs no strong randomness, and the core reads nothing from its surroundings: the driver
+/// seeds this once (xorshift64*, Vigna 2016).
+#[derive(Debug, Clone)]
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        // xorshift must not start at zero; mixing spreads seeds that differ in few bits.
+        Rng((seed ^ 0x9E37_79B9_7F4A_7C15).max(1))
+    }
+
+    /// A uniform number in [0, 1).
+    pub fn fraction(&mut self) -> f64 {
+        let mut x = self.0;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.0 = x;
+        (x.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 11) as f64 / (1u64 << 53) as f64
     }
 }
 
-/// A uniform number in [0, 1). Jitter needs no strong randomness: std's per-instance random hash
-/// keys are enough and spare a dependency.
-pub fn random_fraction() -> f64 {
-    use std::hash::{BuildHasher, Hasher};
-    let bits = std::collections::hash_map::RandomState::new()
-        .build_hasher()
-        .finish();
-    (bits >> 11) as f64 / (1u64 << 53) as f64
+/// The attempts of one fetch. Times are the driver's monotonic readings.
+#[derive(Debug, Clone)]
+pub struct Attempts {
+    policy: Policy,
+    started: Duration,
+    made: u32,
 }
 
-/// Runs `attempt(timeout)` until it succeeds, fails for good, or attempts or deadline run out.
-/// Returns the last result and how many attempts were made.
-pub async fn run<T, F, Fut>(policy: &Policy, mut attempt: F) -> (Result<T, Error>, u32)
-where
-    F: FnMut(Duration) -> Fut,
-    Fut: Future<Output = Result<T, Error>>,
-{
-    let start = Instant::now();
-    let mut attempts = 0;
-    loop {
-        let left = policy.deadline.saturating_sub(start.elapsed());
+/// What the retry policy says after an attempt failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Next {
+    /// Wait until this monotonic time, then call `timeout_now` for the next attempt.
+    RetryAt(Duration),
+    /// Give up with this error.
+    GiveUp(Error),
+}
+
+impl Attempts {
+    pub fn new(policy: Policy, now: Duration) -> Attempts {
+        Attempts {
+            policy,
+            started: now,
+            made: 0,
+        }
+    }
+
+    /// Attempts made so far.
+    pub fn made(&self) -> u32 {
+        self.made
+    }
+
+    /// Counts an attempt about to start and returns its timeout: the policy's, cut to what is left
+    /// of the deadline. `Err(Timeout)` when nothing is left.
+    pub fn start_attempt(&mut self, now: Duration) -> Result<Duration, Error> {
+        let left = self.left(now);
         if left.is_zero() {
-            return (Err(Error::Timeout), attempts);
+            return Err(Error::Timeout);
         }
-        attempts += 1;
-        let error = match attempt(policy.timeout.min(left)).await {
-            Ok(value) => return (Ok(value), attempts),
-            Err(error) => error,
-        };
-        if !error.is_retryable() || attempts >= policy.max_attempts {
-            return (Err(error), attempts);
+        self.made += 1;
+        Ok(self.policy.timeout.min(left))
+    }
+
+    /// After the attempt under way failed with `error`: retry after a jittered wait, or give up.
+    pub fn failed(&self, now: Duration, error: Error, rng: &mut Rng) -> Next {
+        if !error.is_retryable() || self.made >= self.policy.max_attempts {
+            return Next::GiveUp(error);
         }
-        let wait = policy.backoff.delay(attempts);
-        if start.elapsed() + wait >= policy.deadline {
+        let wait = self
+            .policy
+            .backoff
+            .ceiling(self.made)
+            .mul_f64(rng.fraction());
+        if wait >= self.left(now) {
             // Waiting would only end in a timeout; the real reason is the better error.
-            return (Err(error), attempts);
+            return Next::GiveUp(error);
         }
-        tokio::time::sleep(wait).await;
+        Next::RetryAt(now + wait)
+    }
+
+    fn left(&self, now: Duration) -> Duration {
+        let elapsed = now.saturating_sub(self.started);
+        self.policy.deadline.saturating_sub(elapsed)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::cell::RefCell;
 
     fn policy(max_attempts: u32, deadline_ms: u64) -> Policy {
         Policy {
@@ -102,16 +144,34 @@ mod tests {
         }
     }
 
-    async fn scripted(
-        policy: &Policy,
+    const MS: Duration = Duration::from_millis(1);
+
+    /// Plays `script` against the policy with attempts that take `took` each, as a driver would.
+    fn play(
+        policy: Policy,
+        took: Duration,
         script: Vec<Result<u32, Error>>,
     ) -> (Result<u32, Error>, u32) {
-        let script = RefCell::new(script.into_iter());
-        run(policy, |_| {
-            let next = script.borrow_mut().next().expect("script ran out");
-            async move { next }
-        })
-        .await
+        let mut rng = Rng::new(7);
+        let mut now = Duration::from_secs(100);
+        let mut attempts = Attempts::new(policy, now);
+        for outcome in script {
+            if let Err(e) = attempts.start_attempt(now) {
+                return (Err(e), attempts.made());
+            }
+            now += took;
+            match outcome {
+                Ok(v) => return (Ok(v), attempts.made()),
+                Err(e) => match attempts.failed(now, e, &mut rng) {
+                    Next::GiveUp(e) => return (Err(e), attempts.made()),
+                    Next::RetryAt(at) => {
+                        assert!(at >= now);
+                        now = at;
+                    }
+                },
+            }
+        }
+        panic!("script ran out")
     }
 
     #[test]
@@ -125,62 +185,67 @@ mod tests {
             .map(|n| b.ceiling(n))
             .sum();
         assert_eq!(total, Duration::from_millis(1500));
-        for n in 1..10 {
-            assert!(b.delay(n) <= b.ceiling(n));
-        }
     }
 
-    #[tokio::test]
-    async fn retries_transient_errors_then_succeeds() {
+    #[test]
+    fn jitter_is_uniform_in_zero_to_one() {
+        let mut rng = Rng::new(0);
+        let draws: Vec<f64> = (0..10_000).map(|_| rng.fraction()).collect();
+        assert!(draws.iter().all(|f| (0.0..1.0).contains(f)));
+        let mean = draws.iter().sum::<f64>() / draws.len() as f64;
+        assert!((0.45..0.55).contains(&mean), "{mean}");
+        assert_ne!(Rng::new(1).fraction(), Rng::new(2).fraction());
+    }
+
+    #[test]
+    fn retries_transient_errors_then_succeeds() {
         let s = vec![Err(Error::Status(503)), Err(Error::Status(503)), Ok(7)];
-        assert_eq!(scripted(&policy(5, 1000), s).await, (Ok(7), 3));
+        assert_eq!(play(policy(5, 1000), MS, s), (Ok(7), 3));
     }
 
-    #[tokio::test]
-    async fn stops_at_a_permanent_error() {
+    #[test]
+    fn stops_at_a_permanent_error() {
         let s = vec![Err(Error::NoServiceAccount), Ok(7)];
         assert_eq!(
-            scripted(&policy(5, 1000), s).await,
+            play(policy(5, 1000), MS, s),
             (Err(Error::NoServiceAccount), 1)
         );
         let s = vec![Err(Error::Unreachable("x")), Err(Error::Status(403)), Ok(7)];
-        assert_eq!(
-            scripted(&policy(5, 1000), s).await,
-            (Err(Error::Status(403)), 2)
-        );
+        assert_eq!(play(policy(5, 1000), MS, s), (Err(Error::Status(403)), 2));
     }
 
-    #[tokio::test]
-    async fn stops_after_max_attempts_with_the_last_error() {
+    #[test]
+    fn stops_after_max_attempts_with_the_last_error() {
         let s = vec![
             Err(Error::Timeout),
             Err(Error::Unreachable("connection refused")),
             Ok(7),
         ];
         assert_eq!(
-            scripted(&policy(2, 1000), s).await,
+            play(policy(2, 1000), MS, s),
             (Err(Error::Unreachable("connection refused")), 2)
         );
     }
 
-    #[tokio::test]
-    async fn never_runs_past_the_deadline() {
-        let start = Instant::now();
+    #[test]
+    fn never_runs_past_the_deadline() {
         let p = Policy {
             timeout: Duration::from_secs(10),
             ..policy(100, 120)
         };
-        let (result, attempts) = run(&p, |timeout| async move {
-            tokio::time::sleep(timeout).await;
-            Err::<u32, _>(Error::Timeout)
-        })
-        .await;
-        assert_eq!(result, Err(Error::Timeout));
-        assert!(attempts >= 1);
-        let took = start.elapsed();
-        assert!(
-            took >= Duration::from_millis(120) && took < Duration::from_millis(400),
-            "{took:?}"
+        let mut attempts = Attempts::new(p, Duration::ZERO);
+        // The first attempt gets only what is left of the deadline.
+        assert_eq!(attempts.start_attempt(Duration::ZERO), Ok(120 * MS));
+        assert_eq!(attempts.start_attempt(120 * MS), Err(Error::Timeout));
+        // A wait that would end past the deadline gives up with the real reason.
+        let mut rng = Rng::new(3);
+        assert_eq!(
+            attempts.failed(
+                Duration::from_millis(119) + MS,
+                Error::Status(503),
+                &mut rng
+            ),
+            Next::GiveUp(Error::Status(503))
         );
     }
 }

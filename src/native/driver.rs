@@ -1,0 +1,209 @@
+//! The native driver: runs the core's flights on one small tokio runtime with reqwest, and keeps
+//! the default provider's cache shared by every thread of the process.
+
+use super::transport;
+use crate::cache::{Cache, Get, Outcome, Stamp, Stats, Step, Token};
+use crate::config::Settings;
+use crate::error::Error;
+use crate::retry::{Backoff, Policy};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::time::{Instant, SystemTime};
+
+/// The runtime, started on the first fetch: loading the addon or answering from the cache starts
+/// no thread. One thread drives every fetch of the process (they are a few idle sockets), which
+/// suits one-vCPU containers; its tasks never keep Node's event loop alive. Name lookups run on
+/// threads of their own (transport.rs), so the runtime needs no blocking pool.
+fn runtime() -> tokio::runtime::Handle {
+    static RUNTIME: OnceLock<tokio::runtime::Handle> = OnceLock::new();
+    RUNTIME
+        .get_or_init(|| {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("the tokio runtime must start");
+            let handle = runtime.handle().clone();
+            std::thread::Builder::new()
+                .name("yc-metadata-token".into())
+                .spawn(move || runtime.block_on(std::future::pending::<()>()))
+                .expect("the runtime thread must start");
+            handle
+        })
+        .clone()
+}
+
+/// One client for the process, made on the runtime thread at the first fetch; it keeps the
+/// connection to the metadata service alive between refreshes.
+fn client() -> &'static reqwest::Client {
+    static CLIENT: OnceLock<reqwest::Client> = OnceLock::new();
+    CLIENT.get_or_init(transport::client)
+}
+
+/// The origin of the monotonic readings the core gets.
+fn origin() -> Instant {
+    static ORIGIN: OnceLock<Instant> = OnceLock::new();
+    *ORIGIN.get_or_init(Instant::now)
+}
+
+fn now() -> Stamp {
+    Stamp {
+        mono: origin().elapsed(),
+        wall: SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default(),
+    }
+}
+
+/// A caller waiting for a flight: which JavaScript object asked (for `release`), and how to answer
+/// it (`None`: released, its callers gave up).
+pub struct Waiter {
+    pub owner: usize,
+    pub answer: Box<dyn FnOnce(Option<Outcome>) + Send>,
+}
+
+pub struct Provider {
+    cache: Mutex<Cache<Waiter>>,
+    /// Parsed once: parsing per request cost more CPU than the rest of building it.
+    url: reqwest::Url,
+}
+
+impl Provider {
+    /// A cache of its own for a `new TokenProvider()`; for the default provider, the one cache the
+    /// whole process (every worker thread) shares for these settings.
+    pub fn new(settings: &Settings, shared: bool) -> Result<Arc<Provider>, Error> {
+        if !shared {
+            return Provider::unshared(settings);
+        }
+        static SHARED: Mutex<Vec<(Settings, Arc<Provider>)>> = Mutex::new(Vec::new());
+        let mut providers = SHARED
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some((_, provider)) = providers.iter().find(|(s, _)| s == settings) {
+            return Ok(Arc::clone(provider));
+        }
+        let provider = Provider::unshared(settings)?;
+        providers.push((settings.clone(), Arc::clone(&provider)));
+        Ok(provider)
+    }
+
+    fn unshared(settings: &Settings) -> Result<Arc<Provider>, Error> {
+        let url = reqwest::Url::parse(&settings.url()).map_err(|_| {
+            Error::InvalidOption(format!(
+                "host {:?} does not make a valid URL",
+                settings.host
+            ))
+        })?;
+        let policy = Policy {
+            max_attempts: settings.max_attempts,
+            timeout: settings.timeout,
+            deadline: settings.deadline,
+            backoff: Backoff::DEFAULT,
+        };
+        let cache = Cache::new(policy, settings.refresh_margin, seed());
+        Ok(Arc::new(Provider {
+            cache: Mutex::new(cache),
+            url,
+        }))
+    }
+
+    pub fn url(&self) -> &str {
+        self.url.as_str()
+    }
+
+    /// The cached token if it is usable now; inside the refresh margin this starts a background
+    /// refresh.
+    pub fn peek(self: &Arc<Self>) -> Option<Token> {
+        let (token, start) = self.lock().peek(now());
+        if let Some(step) = start {
+            self.run(step);
+        }
+        token
+    }
+
+    /// Answers `waiter` from memory unless `force`, else when the flight ends.
+    pub fn get(self: &Arc<Self>, force: bool, waiter: Waiter) {
+        let (got, start) = self.lock().get(now(), force, waiter);
+        if let Some(step) = start {
+            self.run(step);
+        }
+        if let Get::Ready(token, waiter) = got {
+            (waiter.answer)(Some(Ok(token)));
+        }
+    }
+
+    /// Takes `owner`'s waiters out of the flight under way and answers them as released; the
+    /// flight goes on to fill the cache.
+    pub fn release(&self, owner: usize) {
+        let gone = self.lock().release(|w| w.owner == owner);
+        for waiter in gone {
+            (waiter.answer)(None);
+        }
+    }
+
+    pub fn stats(&self) -> Stats {
+        self.lock().stats(now())
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Cache<Waiter>> {
+        // A panic elsewhere never leaves the cache half-written (each update is a plain
+        // assignment), so a poisoned lock is safe to keep using.
+        self.cache
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Runs a flight from its first step on the runtime.
+    fn run(self: &Arc<Self>, step: Step<Waiter>) {
+        if let Step::Done { .. } = step {
+            return deliver(step);
+        }
+        // Starting the runtime can fail (no thread allowed in a tight container). The flight must
+        // still end, or every later caller would wait on it forever.
+        let runtime = match std::panic::catch_unwind(runtime) {
+            Ok(runtime) => runtime,
+            Err(_) => return deliver(self.lock().abandon(now())),
+        };
+        let provider = Arc::clone(self);
+        runtime.spawn(async move {
+            // The flight runs as a task of its own so that a panic in it ends as an error for
+            // the waiters instead of leaving them waiting forever.
+            let flying = Arc::clone(&provider);
+            if tokio::spawn(flying.fly(step)).await.is_err() {
+                deliver(provider.lock().abandon(now()));
+            }
+        });
+    }
+
+    async fn fly(self: Arc<Self>, mut step: Step<Waiter>) {
+        loop {
+            step = match step {
+                Step::Send { timeout } => {
+                    let result = transport::attempt(client(), &self.url, timeout).await;
+                    self.lock().attempt_ended(now(), result)
+                }
+                Step::SleepUntil(at) => {
+                    let wait = at.saturating_sub(now().mono);
+                    tokio::time::sleep(wait).await;
+                    self.lock().wake(now())
+                }
+                Step::Done { .. } => return deliver(step),
+            }
+        }
+    }
+}
+
+/// Hands a finished flight's outcome to its waiters, outside the lock.
+fn deliver(step: Step<Waiter>) {
+    if let Step::Done { outcome, waiters } = step {
+        for waiter in waiters {
+            (waiter.answer)(Some(outcome.clone()));
+        }
+    }
+}
+
+/// Jitter's seed: std's per-instance random hash keys are random enough and spare a dependency.
+fn seed() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish()
+}

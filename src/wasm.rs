@@ -1,0 +1,433 @@
+//! The wasm driver's exports: the core compiled to plain wasm32 (no wasm-bindgen, no WASI), driven
+//! by wasm-driver.js, which does the I/O with node:http and timers.
+//!
+//! The interface is numbers and one byte buffer. Strings travel through `IO` (the JavaScript side
+//! writes into it after `io_reserve`, or reads what an export left there: `io_ptr`, `io_len`), and
+//! numeric results through `NUMS`. Times come in as milliseconds: `mono` from any fixed origin,
+//! `wall` since the Unix epoch.
+//!
+//! Exports that hand back a step return `token | step << 1`: bit 0 set when a token was answered
+//! from memory (in `IO`, its deadlines in `NUMS[0]`, `NUMS[1]`), and the step of the flight:
+//! 0 none, 1 send (timeout ms in `NUMS[4]`), 2 sleep (until mono ms in `NUMS[4]`), 3 done with a
+//! token (in `IO`, deadlines in `NUMS[0]`, `NUMS[1]`, attempts in `NUMS[2]`), 4 done with an error
+//! (`IO` holds "code\nmessage", attempts in `NUMS[2]`, HTTP status or -1 in `NUMS[3]`).
+//! A 32-bit module has one thread, so plain statics behind `RefCell`s hold the state.
+
+use crate::cache::{Cache, Get, Outcome, Stamp, Step};
+use crate::config::{self, Environment, OptionValue, Settings};
+use crate::error::Error;
+use crate::fetch::{self, Transport};
+use crate::retry::{Backoff, Policy};
+use alloc::format;
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::cell::RefCell;
+use core::time::Duration;
+
+#[global_allocator]
+static ALLOCATOR: dlmalloc::GlobalDlmalloc = dlmalloc::GlobalDlmalloc;
+
+/// A panic is a bug: the module traps, and wasm-driver.js reports it and starts a fresh instance.
+#[panic_handler]
+fn panic(_: &core::panic::PanicInfo) -> ! {
+    core::arch::wasm32::unreachable()
+}
+
+struct Provider {
+    cache: Cache<()>,
+    settings: Settings,
+    url: String,
+}
+
+#[derive(Default)]
+struct State {
+    io: Vec<u8>,
+    nums: [f64; 8],
+    options: Vec<(String, OptionValue)>,
+    not_an_object: Option<&'static str>,
+    providers: Vec<Option<Provider>>,
+}
+
+struct Global(RefCell<State>);
+// wasm32 without the atomics feature runs on one thread.
+unsafe impl Sync for Global {}
+
+static STATE: Global = Global(RefCell::new(State {
+    io: Vec::new(),
+    nums: [0.0; 8],
+    options: Vec::new(),
+    not_an_object: None,
+    providers: Vec::new(),
+}));
+
+fn with<T>(f: impl FnOnce(&mut State) -> T) -> T {
+    f(&mut STATE.0.borrow_mut())
+}
+
+const STEP_NONE: u32 = 0;
+const STEP_SEND: u32 = 1;
+const STEP_SLEEP: u32 = 2;
+const STEP_DONE_TOKEN: u32 = 3;
+const STEP_DONE_ERROR: u32 = 4;
+
+/// Transport failures as wasm-driver.js reports them, beside fetch.rs's `Transport` kinds.
+const FAILED_TIMEOUT: u32 = 100;
+const FAILED_TOO_LARGE: u32 = 101;
+
+fn stamp(mono_ms: f64, wall_ms: f64) -> Stamp {
+    let at = |ms: f64| Duration::from_secs_f64(if ms > 0.0 { ms / 1000.0 } else { 0.0 });
+    Stamp {
+        mono: at(mono_ms),
+        wall: at(wall_ms),
+    }
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+impl State {
+    fn set_io(&mut self, s: &str) {
+        self.io.clear();
+        self.io.extend_from_slice(s.as_bytes());
+    }
+
+    fn provider(&mut self, handle: u32) -> Option<&mut Provider> {
+        self.providers.get_mut(handle as usize)?.as_mut()
+    }
+
+    /// Writes a step's details and returns its code.
+    fn step(&mut self, step: Step<()>, url: &str) -> u32 {
+        match step {
+            Step::Send { timeout } => {
+                self.nums[4] = ms(timeout);
+                STEP_SEND
+            }
+            Step::SleepUntil(at) => {
+                self.nums[4] = ms(at);
+                STEP_SLEEP
+            }
+            Step::Done { outcome, .. } => self.outcome(outcome, url),
+        }
+    }
+
+    fn outcome(&mut self, outcome: Outcome, url: &str) -> u32 {
+        match outcome {
+            Ok(token) => {
+                (self.nums[0], self.nums[1]) = token.deadlines_ms();
+                self.nums[2] = f64::from(token.attempts);
+                self.set_io(&token.token);
+                STEP_DONE_TOKEN
+            }
+            Err(failure) => {
+                self.nums[2] = f64::from(failure.attempts);
+                self.nums[3] = failure.error.status().map_or(-1.0, f64::from);
+                let message = failure.error.describe(url, failure.attempts);
+                self.set_io(&format!("{}\n{}", failure.error.code(), message));
+                STEP_DONE_ERROR
+            }
+        }
+    }
+
+    /// A token answered from memory, beside the step of a flight that may have started.
+    fn answer(
+        &mut self,
+        token: Option<crate::cache::Token>,
+        step: Option<Step<()>>,
+        url: &str,
+    ) -> u32 {
+        let step = match step {
+            // A flight over before it began has no caller of its own to tell (a background
+            // refresh): the cache has recorded it.
+            Some(Step::Done { waiters, .. }) if waiters.is_empty() && token.is_some() => STEP_NONE,
+            Some(step) => self.step(step, url),
+            None => STEP_NONE,
+        };
+        let Some(token) = token else {
+            return step << 1;
+        };
+        (self.nums[0], self.nums[1]) = token.deadlines_ms();
+        self.set_io(&token.token);
+        1 | step << 1
+    }
+}
+
+/// Makes `IO` `len` bytes long and returns where the JavaScript side writes into it.
+#[no_mangle]
+pub extern "C" fn io_reserve(len: u32) -> *mut u8 {
+    with(|s| {
+        s.io.resize(len as usize, 0);
+        s.io.as_mut_ptr()
+    })
+}
+
+#[no_mangle]
+pub extern "C" fn io_ptr() -> *const u8 {
+    with(|s| s.io.as_ptr())
+}
+
+#[no_mangle]
+pub extern "C" fn io_len() -> u32 {
+    with(|s| s.io.len() as u32)
+}
+
+#[no_mangle]
+pub extern "C" fn nums_ptr() -> *const f64 {
+    with(|s| s.nums.as_ptr())
+}
+
+/// The body cap, for the driver to stop reading.
+#[no_mangle]
+pub extern "C" fn max_body_bytes() -> u32 {
+    fetch::MAX_BODY_BYTES as u32
+}
+
+/// Adds one option for the next `provider_new`: its name is `IO[..name_len]`, a text value or a
+/// type name follows it. `kind`: 0 absent, 1 number, 2 text, 3 another type (its `typeof`), 4 the
+/// options argument itself is no object (its `typeof` follows an empty name).
+#[no_mangle]
+pub extern "C" fn option_add(kind: u32, name_len: u32, number: f64) {
+    with(|s| {
+        let split = (name_len as usize).min(s.io.len());
+        let name = text(&s.io[..split]);
+        let rest = text(&s.io[split..]);
+        let value = match kind {
+            1 => OptionValue::Number(number),
+            2 => OptionValue::Text(rest),
+            3 => OptionValue::Other(type_name(&rest)),
+            4 => return s.not_an_object = Some(type_name(&rest)),
+            _ => OptionValue::Absent,
+        };
+        s.options.push((name, value));
+    })
+}
+
+fn type_name(name: &str) -> &'static str {
+    match name {
+        "boolean" => "boolean",
+        "number" => "number",
+        "string" => "string",
+        "symbol" => "symbol",
+        "function" => "function",
+        _ => "object",
+    }
+}
+
+/// A provider for the options added since the last call and the two environment variables, in
+/// `IO` one after the other (`yc_len`/`gce_len` bytes; -1 for unset). Returns its handle, or -1
+/// with "code\nmessage" in `IO`.
+#[no_mangle]
+pub extern "C" fn provider_new(yc_len: i32, gce_len: i32, seed: f64) -> i32 {
+    with(|s| {
+        let yc_end = yc_len.max(0) as usize;
+        let gce_end = yc_end + gce_len.max(0) as usize;
+        let env = Environment {
+            yc_metadata_addr: (yc_len >= 0).then(|| text(&s.io[..yc_end.min(s.io.len())])),
+            gce_metadata_host: (gce_len >= 0)
+                .then(|| text(&s.io[yc_end.min(s.io.len())..gce_end.min(s.io.len())])),
+        };
+        let options = core::mem::take(&mut s.options);
+        let settings = match s.not_an_object.take() {
+            Some(type_name) => Err(config::options_not_an_object(type_name)),
+            None => config::settings(&options, &env),
+        };
+        let settings = match settings {
+            Ok(settings) => settings,
+            Err(error) => {
+                s.set_io(&format!("{}\n{}", error.code(), error.describe("", 0)));
+                return -1;
+            }
+        };
+        let policy = Policy {
+            max_attempts: settings.max_attempts,
+            timeout: settings.timeout,
+            deadline: settings.deadline,
+            backoff: Backoff::DEFAULT,
+        };
+        let provider = Provider {
+            cache: Cache::new(policy, settings.refresh_margin, seed.to_bits()),
+            url: settings.url(),
+            settings,
+        };
+        let free = s.providers.iter().position(Option::is_none);
+        let handle = match free {
+            Some(i) => {
+                s.providers[i] = Some(provider);
+                i
+            }
+            None => {
+                s.providers.push(Some(provider));
+                s.providers.len() - 1
+            }
+        };
+        handle as i32
+    })
+}
+
+/// What to send, in `IO` as lines: the URL, the host and port to connect to, the path, then each
+/// request header's name and value.
+#[no_mangle]
+pub extern "C" fn provider_target(handle: u32) {
+    with(|s| {
+        let Some(p) = s.provider(handle) else {
+            return s.set_io("");
+        };
+        let (host, port) = p.settings.host_and_port();
+        let mut target = format!("{}\n{host}\n{port}\n{}", p.url, config::TOKEN_PATH);
+        for (name, value) in fetch::REQUEST_HEADERS {
+            target.push_str(&format!("\n{name}\n{value}"));
+        }
+        s.set_io(&target);
+    })
+}
+
+#[no_mangle]
+pub extern "C" fn provider_free(handle: u32) {
+    with(|s| {
+        if let Some(slot) = s.providers.get_mut(handle as usize) {
+            *slot = None;
+        }
+    })
+}
+
+/// Runs `f` on the provider and encodes the step it returns; a handle that is gone answers an
+/// internal error (wasm-driver.js never uses one).
+fn on_step(handle: u32, f: impl FnOnce(&mut Cache<()>) -> Step<()>) -> u32 {
+    with(|s| {
+        let Some(p) = s.provider(handle) else {
+            return s.outcome(
+                Err(crate::cache::Failure {
+                    error: Error::Internal,
+                    attempts: 0,
+                }),
+                "",
+            );
+        };
+        let step = f(&mut p.cache);
+        let url = p.url.clone();
+        s.step(step, &url)
+    })
+}
+
+#[no_mangle]
+pub extern "C" fn peek(handle: u32, mono: f64, wall: f64) -> u32 {
+    with(|s| {
+        let Some(p) = s.provider(handle) else {
+            return 0;
+        };
+        let (token, step) = p.cache.peek(stamp(mono, wall));
+        let url = p.url.clone();
+        s.answer(token, step, &url)
+    })
+}
+
+#[no_mangle]
+pub extern "C" fn get(handle: u32, mono: f64, wall: f64, force: u32) -> u32 {
+    with(|s| {
+        let Some(p) = s.provider(handle) else {
+            return 0;
+        };
+        let (got, step) = p.cache.get(stamp(mono, wall), force != 0, ());
+        let token = match got {
+            Get::Ready(token, ()) => Some(token),
+            Get::Joined => None,
+        };
+        let url = p.url.clone();
+        s.answer(token, step, &url)
+    })
+}
+
+/// The response's status line and headers arrived: 0 to read the body, else the step.
+#[no_mangle]
+pub extern "C" fn attempt_head(handle: u32, mono: f64, wall: f64, status: u32, flavor: u32) -> u32 {
+    let status = u16::try_from(status).unwrap_or(0);
+    match fetch::classify_status(status, flavor != 0) {
+        Ok(()) => STEP_NONE,
+        Err(e) => on_step(handle, |c| c.attempt_ended(stamp(mono, wall), Err(e))),
+    }
+}
+
+/// The whole body, `IO[..len]`, arrived.
+#[no_mangle]
+pub extern "C" fn attempt_body(handle: u32, mono: f64, wall: f64, len: u32) -> u32 {
+    let parsed = with(|s| fetch::parse(&s.io[..(len as usize).min(s.io.len())]));
+    on_step(handle, |c| c.attempt_ended(stamp(mono, wall), parsed))
+}
+
+/// The attempt failed below HTTP: `kind` is a `Transport` in declaration order, or one of the
+/// FAILED_* codes.
+#[no_mangle]
+pub extern "C" fn attempt_failed(handle: u32, mono: f64, wall: f64, kind: u32) -> u32 {
+    let error = match kind {
+        FAILED_TIMEOUT => Error::Timeout,
+        FAILED_TOO_LARGE => fetch::too_large(),
+        0 => fetch::transport_error(Transport::Refused),
+        1 => fetch::transport_error(Transport::NoRoute),
+        2 => fetch::transport_error(Transport::Reset),
+        3 => fetch::transport_error(Transport::ConnectTimedOut),
+        4 => fetch::transport_error(Transport::NameNotFound),
+        5 => fetch::transport_error(Transport::NameLookupFailed),
+        6 => fetch::transport_error(Transport::Closed),
+        7 => fetch::transport_error(Transport::NotHttp),
+        _ => fetch::transport_error(Transport::Other),
+    };
+    on_step(handle, |c| c.attempt_ended(stamp(mono, wall), Err(error)))
+}
+
+/// The attempt's request went out (its socket was assigned): see `Cache::attempt_sent`.
+#[no_mangle]
+pub extern "C" fn attempt_sent(handle: u32, mono: f64, wall: f64) {
+    with(|s| {
+        if let Some(p) = s.provider(handle) {
+            p.cache.attempt_sent(stamp(mono, wall));
+        }
+    })
+}
+
+#[no_mangle]
+pub extern "C" fn wake(handle: u32, mono: f64, wall: f64) -> u32 {
+    on_step(handle, |c| c.wake(stamp(mono, wall)))
+}
+
+/// The flight's callers all gave up: it goes on, to fill the cache.
+#[no_mangle]
+pub extern "C" fn release(handle: u32) {
+    with(|s| {
+        if let Some(p) = s.provider(handle) {
+            p.cache.release(|_| true);
+        }
+    })
+}
+
+/// Milliseconds a token that had `lifetime_ms` when it arrived `elapsed_ms` ago can still be used,
+/// or -1 once it is within its expiry skew (`cache::usable_for`).
+#[no_mangle]
+pub extern "C" fn usable_for_ms(lifetime_ms: f64, elapsed_ms: f64) -> f64 {
+    let at = |ms: f64| Duration::from_secs_f64(ms.clamp(0.0, 1e15) / 1000.0);
+    crate::cache::usable_for(at(lifetime_ms), at(elapsed_ms)).map_or(-1.0, ms)
+}
+
+/// Counters in `NUMS[0..6]` (requests, retries, fetches, background refreshes, failures, time
+/// left in ms or -1), the last error code in `IO`.
+#[no_mangle]
+pub extern "C" fn stats(handle: u32, mono: f64, wall: f64) {
+    with(|s| {
+        let Some(p) = s.provider(handle) else {
+            return;
+        };
+        let st = p.cache.stats(stamp(mono, wall));
+        s.nums[..6].copy_from_slice(&[
+            st.requests as f64,
+            st.retries as f64,
+            st.fetches as f64,
+            st.background_refreshes as f64,
+            st.failures as f64,
+            st.expires_in.map_or(-1.0, ms),
+        ]);
+        s.set_io(st.last_error.unwrap_or(""));
+    })
+}

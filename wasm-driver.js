@@ -1,0 +1,399 @@
+'use strict'
+
+// The wasm driver: the same Rust core as the native addon, compiled to plain wasm32
+// (yc-metadata-token.wasm, src/wasm.rs), with the I/O done here: node:http for the one request,
+// timers for the waits. The core decides everything (settings, what to send, what an answer or a
+// failure means, retries, the cache); this file sends, sleeps and reports back, and offers
+// index.js the surface the native addon offers (NativeProvider in src/native/mod.rs).
+//
+// Differences from the native driver, by design: each worker thread has a cache of its own (a
+// wasm instance belongs to one thread); name lookups use Node's resolver (libuv's thread pool).
+// Nothing here keeps the process alive unless a caller is waiting.
+
+const fs = require('fs')
+const http = require('http')
+const path = require('path')
+
+const WASM_FILE = path.join(__dirname, 'yc-metadata-token.wasm')
+
+// Step codes and failure kinds: the numbers in src/wasm.rs.
+const STEP_SEND = 1
+const STEP_SLEEP = 2
+const STEP_DONE_TOKEN = 3
+const STEP_DONE_ERROR = 4
+const FAILED = {
+  refused: 0,
+  noRoute: 1,
+  reset: 2,
+  connectTimedOut: 3,
+  nameNotFound: 4,
+  nameLookupFailed: 5,
+  closed: 6,
+  notHttp: 7,
+  other: 8,
+  timeout: 100,
+  tooLarge: 101,
+}
+// Node's error codes for what went wrong below HTTP, in the core's terms.
+const NODE_ERRORS = {
+  ECONNREFUSED: FAILED.refused,
+  EHOSTUNREACH: FAILED.noRoute,
+  ENETUNREACH: FAILED.noRoute,
+  EHOSTDOWN: FAILED.noRoute,
+  ECONNRESET: FAILED.reset,
+  ECONNABORTED: FAILED.reset,
+  EPIPE: FAILED.reset,
+  ETIMEDOUT: FAILED.connectTimedOut,
+  ENOTFOUND: FAILED.nameNotFound,
+  EAI_AGAIN: FAILED.nameLookupFailed,
+  EAI_FAIL: FAILED.nameLookupFailed,
+}
+
+// ---- the module --------------------------------------------------------------------------------
+
+let current = null
+const decoder = new TextDecoder()
+
+// One instance per thread, made at the first provider. A trap (a bug in the core) leaves the
+// instance's state unknown: it is dropped, and every provider makes itself again in a new one.
+function instance() {
+  if (current !== null && !current.broken) return current
+  const exports = new WebAssembly.Instance(wasmModule(), {}).exports
+  current = { exports, broken: false, buffer: null, nums: null }
+  return current
+}
+
+let compiled = null
+
+function wasmModule() {
+  if (compiled === null) compiled = new WebAssembly.Module(fs.readFileSync(WASM_FILE))
+  return compiled
+}
+
+function nums(inst) {
+  if (inst.buffer !== inst.exports.memory.buffer) {
+    inst.buffer = inst.exports.memory.buffer
+    inst.nums = new Float64Array(inst.buffer, inst.exports.nums_ptr(), 8)
+  }
+  return inst.nums
+}
+
+function readIo(inst) {
+  const e = inst.exports
+  return decoder.decode(new Uint8Array(e.memory.buffer, e.io_ptr(), e.io_len()))
+}
+
+function writeIo(inst, bytes) {
+  const ptr = inst.exports.io_reserve(bytes.length)
+  new Uint8Array(inst.exports.memory.buffer, ptr, bytes.length).set(bytes)
+}
+
+function monotonicMs() {
+  const [seconds, nanos] = process.hrtime()
+  return seconds * 1e3 + nanos / 1e6
+}
+
+// ---- providers ---------------------------------------------------------------------------------
+
+// One keep-alive agent for the process: our own, so no proxy settings of the global agent apply.
+// Node's agent unrefs the sockets it keeps idle.
+let agent = null
+
+class WasmProvider {
+  constructor(options, ycMetadataAddr, gceMetadataHost) {
+    this.options = encodeOptions(options)
+    this.env = [ycMetadataAddr, gceMetadataHost]
+    this.inst = null
+    this.handle = -1
+    this.attach()
+    const target = readIo(this.inst).split('\n')
+    this.url = target[0]
+    this.host = target[1]
+    this.port = Number(target[2])
+    this.path = target[3]
+    this.headers = {}
+    for (let i = 4; i + 1 < target.length; i += 2) this.headers[target[i]] = target[i + 1]
+    // The callers waiting for the flight under way, and what it has open.
+    this.waiters = []
+    this.request = null
+    this.socket = null
+    this.timer = null
+  }
+
+  // Makes this provider's core in the current instance; throws an Error with a code for options
+  // the core refuses.
+  attach() {
+    const inst = instance()
+    const e = inst.exports
+    for (const [kind, name, value] of this.options) {
+      const nameBytes = Buffer.from(name)
+      const valueBytes = Buffer.from(kind === 1 ? '' : String(value))
+      writeIo(inst, Buffer.concat([nameBytes, valueBytes]))
+      e.option_add(kind, nameBytes.length, kind === 1 ? value : 0)
+    }
+    const env = this.env.map((v) => (typeof v === 'string' ? Buffer.from(v) : null))
+    writeIo(inst, Buffer.concat(env.filter(Boolean)))
+    const handle = e.provider_new(env[0] ? env[0].length : -1, env[1] ? env[1].length : -1, Math.random() * 2 ** 52)
+    if (handle < 0) {
+      const [code, message] = splitError(readIo(inst))
+      const err = new Error(message)
+      err.code = code
+      throw err
+    }
+    e.provider_target(handle)
+    this.inst = inst
+    this.handle = handle
+    if (registry !== null) registry.register(this, { inst, handle }, this)
+  }
+
+  // Runs `call(exports, handle)` on the core, making the core again after a trap elsewhere; a trap
+  // here is reported and rethrown (index.js turns it into ERR_METADATA_INTERNAL).
+  core(call) {
+    if (this.inst.broken) {
+      if (registry !== null) registry.unregister(this)
+      this.attach()
+    }
+    try {
+      return call(this.inst.exports, this.handle)
+    } catch (err) {
+      this.inst.broken = true
+      process.stderr.write('yc-metadata-token: the wasm core failed (a bug; please report it): ' +
+        (err && err.stack ? err.stack : err) + '\n')
+      throw err
+    }
+  }
+
+  peek() {
+    const wall = Date.now()
+    const code = this.core((e, h) => e.peek(h, monotonicMs(), wall))
+    if ((code & 1) === 0) return null
+    const n = nums(this.inst)
+    const token = { token: readIo(this.inst), expiresAtMs: n[0], freshUntilMs: n[1] }
+    // A background refresh started: its first step was written after the token.
+    this.follow(code >> 1)
+    return token
+  }
+
+  fetch(force) {
+    return new Promise((resolve) => {
+      const wall = Date.now()
+      const code = this.core((e, h) => e.get(h, monotonicMs(), wall, force ? 1 : 0))
+      if (code & 1) {
+        const n = nums(this.inst)
+        resolve({ token: readIo(this.inst), expiresAtMs: n[0], freshUntilMs: n[1], attempts: 0 })
+        this.follow(code >> 1)
+        return
+      }
+      this.waiters.push(resolve)
+      this.follow(code >> 1)
+      this.holdProcess()
+    })
+  }
+
+  // Answers this object's waiting callers as released: they gave up. The flight goes on.
+  release() {
+    const waiters = this.waiters
+    this.waiters = []
+    this.core((e, h) => e.release(h))
+    this.holdProcess()
+    for (const resolve of waiters) resolve({ released: true })
+  }
+
+  stats() {
+    const wall = Date.now()
+    this.core((e, h) => e.stats(h, monotonicMs(), wall))
+    const n = nums(this.inst)
+    const last = readIo(this.inst)
+    return {
+      requests: n[0],
+      retries: n[1],
+      fetches: n[2],
+      backgroundRefreshes: n[3],
+      failures: n[4],
+      expiresInMs: n[5] < 0 ? null : n[5],
+      lastErrorCode: last === '' ? null : last,
+    }
+  }
+
+  // Does what the core's step says: send, sleep, or settle the waiters.
+  follow(step) {
+    if (step === STEP_SEND) return this.send(nums(this.inst)[4])
+    if (step === STEP_SLEEP) {
+      const delay = Math.max(0, nums(this.inst)[4] - monotonicMs())
+      this.timer = setTimeout(() => {
+        this.timer = null
+        this.step((e, h, mono, wall) => e.wake(h, mono, wall))
+      }, delay)
+      this.holdProcess()
+      return
+    }
+    if (step === STEP_DONE_TOKEN || step === STEP_DONE_ERROR) this.settle(step)
+  }
+
+  // Reports an event to the core (with the time now) and follows the step it answers.
+  step(report) {
+    let step
+    try {
+      step = this.core((e, h) => report(e, h, monotonicMs(), Date.now()))
+    } catch (err) {
+      return this.settleAll({ code: 'ERR_METADATA_INTERNAL', message: 'Internal error in yc-metadata-token while fetching from ' + this.url + '; please report it.', attempts: 0 })
+    }
+    this.follow(step)
+  }
+
+  settle(step) {
+    const n = nums(this.inst)
+    const io = readIo(this.inst)
+    if (step === STEP_DONE_TOKEN) {
+      return this.settleAll({ token: io, expiresAtMs: n[0], freshUntilMs: n[1], attempts: n[2] })
+    }
+    const [code, message] = splitError(io)
+    this.settleAll({ code, message, status: n[3] < 0 ? undefined : n[3], attempts: n[2] })
+  }
+
+  settleAll(outcome) {
+    const waiters = this.waiters
+    this.waiters = []
+    for (const resolve of waiters) resolve(outcome)
+  }
+
+  // One attempt over node:http, reported to the core once, however it ends.
+  send(timeoutMs) {
+    if (agent === null) agent = new http.Agent({ keepAlive: true, maxFreeSockets: 1 })
+    let reported = false
+    let responded = false
+    const report = (fn) => {
+      if (reported) return
+      reported = true
+      clearTimeout(timer)
+      this.request = null
+      this.socket = null
+      this.step(fn)
+    }
+    const fail = (kind) => report((e, h, mono, wall) => e.attempt_failed(h, mono, wall, kind))
+    const req = http.request({
+      host: this.host,
+      port: this.port,
+      path: this.path,
+      method: 'GET',
+      headers: this.headers,
+      agent,
+    })
+    this.request = req
+    // The attempt's clock starts when its request gets a socket: until then this thread was busy
+    // (the socket is assigned on the next tick), and time the request could not use is not the
+    // network's. The core's deadline still bounds the whole call.
+    let timer = null
+    req.on('socket', (socket) => {
+      this.socket = socket
+      this.holdProcess()
+      if (reported) return
+      this.core((e, h) => e.attempt_sent(h, monotonicMs(), Date.now()))
+      timer = setTimeout(() => {
+        fail(FAILED.timeout)
+        req.destroy()
+      }, timeoutMs)
+      timer.unref()
+    })
+    req.on('error', (err) => fail(failureKind(err, responded)))
+    req.on('response', (res) => {
+      responded = true
+      const flavor = String(res.headers['metadata-flavor']).toLowerCase() === 'google' ? 1 : 0
+      const status = res.statusCode
+      const head = this.core((e, h) => e.attempt_head(h, monotonicMs(), Date.now(), status, flavor))
+      if (head !== 0) {
+        res.resume()
+        return report(() => head)
+      }
+      const max = this.inst.exports.max_body_bytes()
+      const length = Number(res.headers['content-length'])
+      if (length > max) {
+        req.destroy()
+        return fail(FAILED.tooLarge)
+      }
+      const chunks = []
+      let size = 0
+      res.on('data', (chunk) => {
+        size += chunk.length
+        if (size > max) {
+          req.destroy()
+          return fail(FAILED.tooLarge)
+        }
+        chunks.push(chunk)
+      })
+      res.on('end', () => {
+        report((e, h, mono, wall) => {
+          writeIo(this.inst, Buffer.concat(chunks, size))
+          return e.attempt_body(h, mono, wall, size)
+        })
+      })
+      // A body cut short: 'aborted' on older Node, an 'error' on newer; 'close' covers both.
+      res.on('error', () => fail(FAILED.closed))
+      res.on('close', () => fail(FAILED.closed))
+    })
+    req.end()
+  }
+
+  // Nothing of the core's state (the token included) shows in logs.
+  [Symbol.for('nodejs.util.inspect.custom')]() {
+    return 'WasmProvider { url: ' + JSON.stringify(this.url) + ' }'
+  }
+
+  toJSON() {
+    return { url: this.url }
+  }
+
+  // A flight keeps the process alive only while a caller waits for it.
+  holdProcess() {
+    const hold = this.waiters.length > 0
+    const method = hold ? 'ref' : 'unref'
+    if (this.timer !== null) this.timer[method]()
+    if (this.request !== null && this.socket && !this.socket.destroyed) this.socket[method]()
+  }
+}
+
+function failureKind(err, responded) {
+  const code = err && err.code
+  // A connection closed before any answer ("socket hang up") is not a reset by the peer.
+  if (code === 'ECONNRESET' && /hang up/.test(err.message)) return FAILED.closed
+  if (typeof code === 'string' && code.indexOf('HPE_') === 0) return responded ? FAILED.closed : FAILED.notHttp
+  const kind = NODE_ERRORS[code]
+  return kind === undefined ? FAILED.other : kind
+}
+
+function splitError(io) {
+  const newline = io.indexOf('\n')
+  return [io.slice(0, newline), io.slice(newline + 1)]
+}
+
+// The options as the native addon reads them (src/native/mod.rs option_pairs): own enumerable
+// keys; undefined and null count as absent.
+function encodeOptions(options) {
+  if (options === undefined || options === null) return []
+  if (typeof options !== 'object') return [[4, '', typeof options]]
+  return Object.keys(options).map((name) => {
+    const value = options[name]
+    if (value === undefined || value === null) return [0, name, '']
+    if (typeof value === 'number') return [1, name, value]
+    if (typeof value === 'string') return [2, name, value]
+    return [3, name, typeof value]
+  })
+}
+
+// A provider that is garbage-collected frees its core. (FinalizationRegistry: Node 14.6 and newer;
+// before that a dropped provider's few hundred bytes stay in the module.)
+const registry =
+  typeof FinalizationRegistry === 'function'
+    ? new FinalizationRegistry(({ inst, handle }) => {
+      if (!inst.broken) inst.exports.provider_free(handle)
+    })
+    : null
+
+// The core's rule for a token it does not hold (a Cloud Functions context's): milliseconds left to
+// use it, or null.
+function usableForMs(lifetimeMs, elapsedMs) {
+  const left = instance().exports.usable_for_ms(lifetimeMs, elapsedMs)
+  return left < 0 ? null : left
+}
+
+module.exports = { WasmProvider, usableForMs }
