@@ -95,7 +95,7 @@ const badBodies = [
   ['expires_in a string', { body: { access_token: SECRET, expires_in: '3600' } }, /expires_in must be a number, got string/],
   ['expires_in zero', { body: { access_token: SECRET, expires_in: 0 } }, /expires_in must be positive/],
   ['expires_in negative', { body: { access_token: SECRET, expires_in: -10 } }, /expires_in must be positive/],
-  ['expires_in fractional', { body: { access_token: SECRET, expires_in: 1.5 } }, /whole number/],
+  ['expires_in under a second', { body: { access_token: SECRET, expires_in: 0.5 } }, /at least one second/],
   ['a truncated body', { truncate: true }, /not valid JSON/],
 ]
 
@@ -110,6 +110,22 @@ for (const [name, fault, message] of badBodies) {
     })
   })
 }
+
+test('a body any JSON parser reads is a token: 3600.0, 3.6e3, a byte-order mark; a fraction rounded down', async () => {
+  await withEmulator({ token: SECRET }, async (emu) => {
+    const cases = [
+      ['{"access_token":"t1","expires_in":3600.0}', 3600],
+      ['{"access_token":"t2","expires_in":3.6e3}', 3600],
+      ['\uFEFF{"access_token":"t3","expires_in":3600}', 3600],
+      ['\uFEFF{"access_token":"t4","expires_in":3599.9}', 3599],
+    ]
+    for (const [body, seconds] of cases) {
+      emu.fault({ body, times: 1 })
+      const t = await new TokenProvider({ host: emu.address }).getToken()
+      assert.deepEqual(t, { token: JSON.parse(body.replace(/^\uFEFF/, '')).access_token, expiresInSeconds: seconds }, body)
+    }
+  })
+})
 
 test('a redirect is an error and its target sees no request', async () => {
   await withEmulator({ token: 'redirect-target-token' }, async (target) => {
