@@ -89,7 +89,8 @@ function newState(options, shared, label) {
     throw new MetadataTokenError(err.message, err.code)
   }
   // memo: the last token seen and until when it needs no refresh (see remember).
-  const state = { native, memo: null, memoTimer: null, inflight: null, hits: 0, contextTokens: 0, label, seen: null }
+  // timers: a box the FinalizationRegistry below can hold without holding the state.
+  const state = { native, memo: null, timers: { memo: null }, inflight: null, hits: 0, contextTokens: 0, label, seen: null }
   if (DEBUG) {
     state.seen = native.stats()
     debug(state, 'provider for ' + native.url)
@@ -156,8 +157,9 @@ function remember(state, t) {
   }
   const expiresInSeconds = Math.ceil(expiresInMs / 1000)
   const fence = { open: freshForMs > 0 }
-  if (state.memoTimer !== null) clearTimeout(state.memoTimer)
-  state.memoTimer = fence.open ? closeLater(fence, freshForMs) : null
+  const timers = state.timers
+  if (timers.memo !== null) clearTimeout(timers.memo)
+  timers.memo = fence.open ? closeLater(fence, freshForMs) : null
   state.memo = {
     token: t.token,
     fence,
@@ -180,6 +182,18 @@ function closeLater(fence, delayMs) {
 
 function close(fence) {
   fence.open = false
+}
+
+// A provider its user dropped (one per request is a common mistake) must leave nothing behind once
+// collected: its memo timer would otherwise stay pending for the token's whole fresh window (~11.9 h
+// of a 12-h token), one per provider ever made. The registry holds only the small `timers` box, so
+// the state (the token, the native cache) goes with the provider. Node < 14.6 has no
+// FinalizationRegistry: there each timer runs out by itself, as it always did.
+const dropped = typeof FinalizationRegistry === 'function' ? new FinalizationRegistry(clearTimers) : null
+
+function clearTimers(timers) {
+  if (timers.memo !== null) clearTimeout(timers.memo)
+  timers.memo = null
 }
 
 // The core turns its own panics into thrown errors (catch_unwind in src/lib.rs). Whatever a bug
@@ -434,7 +448,9 @@ const inspectCustom = Symbol.for('nodejs.util.inspect.custom')
 
 class TokenProvider {
   constructor(options) {
-    states.set(this, newState(options, false, 'provider ' + ++providersMade))
+    const state = newState(options, false, 'provider ' + ++providersMade)
+    states.set(this, state)
+    if (dropped !== null) dropped.register(this, state.timers)
   }
 
   // options: { forceRefresh?, signal?, context? }; a usable `context` token wins unless
