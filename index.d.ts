@@ -171,4 +171,9 @@ export class MetadataTokenError extends Error {
   code: MetadataTokenErrorCode
   /** The HTTP status, for `'ERR_METADATA_STATUS'` (and 404 for `'ERR_METADATA_NO_SERVICE_ACCOUNT'`). */
   status?: number
+  /**
+   * For `'ERR_INVALID_OPTION'` when options, call options or a Cloud Functions context threw as
+   * they were read (a getter, a Proxy trap): the caller's own error, as thrown.
+   */
+  cause?: unknown
 }

@@ -81,20 +81,53 @@ let providersMade = 0
 
 function newState(options, shared, label) {
   const env = process.env
+  const plain = readOptions(options)
   let native
   try {
-    native = new binding.Provider(options, env.YC_METADATA_ADDR, env.GCE_METADATA_HOST, shared)
+    native = new binding.Provider(plain, env.YC_METADATA_ADDR, env.GCE_METADATA_HOST, shared)
   } catch (err) {
-    if (err.code !== CODES.INVALID_OPTION) throw internalError()
+    if (err === null || typeof err !== 'object' || err.code !== CODES.INVALID_OPTION) throw internalError(err)
     throw new MetadataTokenError(err.message, err.code)
   }
   // memo: the last token seen and until when it needs no refresh (see remember).
-  const state = { native, memo: null, memoTimer: null, inflight: null, hits: 0, contextTokens: 0, label, seen: null }
+  // timers: a box the FinalizationRegistry below can hold without holding the state.
+  const state = { native, memo: null, timers: { memo: null }, inflight: null, hits: 0, contextTokens: 0, label, seen: null }
   if (DEBUG) {
     state.seen = native.stats()
     debug(state, 'provider for ' + native.url)
   }
   return state
+}
+
+// The options are copied here into a plain object that the core reads back. A getter or Proxy trap
+// of the caller's that throws then throws in JavaScript, where its error can be handed back as the
+// cause, rather than inside the addon, where it became an opaque internal error. The core reads
+// the same own enumerable keys; the rest (types, names, ranges) it still checks itself.
+function readOptions(options) {
+  if (options === null || typeof options !== 'object') return options
+  let keys
+  try {
+    keys = Object.keys(options)
+  } catch (err) {
+    throw callerError('options could not be read', err)
+  }
+  const plain = Object.create(null)
+  for (const key of keys) {
+    try {
+      plain[key] = options[key]
+    } catch (err) {
+      throw callerError('option ' + key + ' could not be read', err)
+    }
+  }
+  return plain
+}
+
+// The caller's own exception, handed back as the cause: it is theirs, not a bug of this package.
+function callerError(message, cause) {
+  const err = new MetadataTokenError(message + ': reading it threw the error in err.cause', CODES.INVALID_OPTION)
+  // Non-enumerable, as `new Error(message, { cause })` makes it (which Node < 16.9 lacks).
+  Object.defineProperty(err, 'cause', { value: cause, writable: true, configurable: true })
+  return err
 }
 
 // Monotonic milliseconds. process.hrtime rather than perf_hooks: loading perf_hooks alone takes ~1 ms
@@ -125,8 +158,9 @@ function remember(state, t) {
   }
   const expiresInSeconds = Math.ceil(expiresInMs / 1000)
   const fence = { open: freshForMs > 0 }
-  if (state.memoTimer !== null) clearTimeout(state.memoTimer)
-  state.memoTimer = fence.open ? closeLater(fence, freshForMs) : null
+  const timers = state.timers
+  if (timers.memo !== null) clearTimeout(timers.memo)
+  timers.memo = fence.open ? closeLater(fence, freshForMs) : null
   state.memo = {
     token: t.token,
     fence,
@@ -151,23 +185,68 @@ function close(fence) {
   fence.open = false
 }
 
+// A provider its user dropped (one per request is a common mistake) must leave nothing behind once
+// collected: its memo timer would otherwise stay pending for the token's whole fresh window (~11.9 h
+// of a 12-h token), one per provider ever made. The registry holds only the small `timers` box, so
+// the state (the token, the native cache) goes with the provider. Node < 14.6 has no
+// FinalizationRegistry: there each timer runs out by itself, as it always did.
+const dropped = typeof FinalizationRegistry === 'function' ? new FinalizationRegistry(clearTimers) : null
+
+function clearTimers(timers) {
+  if (timers.memo !== null) clearTimeout(timers.memo)
+  timers.memo = null
+}
+
 // The core turns its own panics into thrown errors (catch_unwind in src/lib.rs). Whatever a bug
 // throws reaches the caller as a rejected promise with a code, never as a synchronous throw. The
 // panic's own message went to stderr; it is not passed on, so nothing from the core's memory can
-// reach a log through an error message.
+// reach a log through an error message. Errors this file made on purpose (a caller's unreadable
+// context) pass through as they are.
 function request(state, forceRefresh, signal, context) {
   try {
     return requestNow(state, forceRefresh, signal, context)
   } catch (err) {
-    return Promise.reject(internalError())
+    return Promise.reject(err instanceof MetadataTokenError ? err : internalError(err))
   }
 }
 
-function internalError() {
+function internalError(cause) {
+  reportInternal(cause)
   return new MetadataTokenError(
     'Internal error in yc-metadata-token (a bug; the details are on stderr). Please report it.',
     CODES.INTERNAL
   )
+}
+
+// What a bug report needs: the kind of error and where it was thrown. Its message is left out: a
+// native error's message can quote what the core held (a response, the token), and stderr ends up
+// in logs.
+function reportInternal(err) {
+  let detail
+  try {
+    const isObject = err !== null && (typeof err === 'object' || typeof err === 'function')
+    const name = isObject && typeof err.name === 'string' ? err.name : typeof err
+    const code = isObject && typeof err.code === 'string' ? ' (code ' + err.code + ')' : ''
+    const frames = isObject && typeof err.stack === 'string'
+      ? err.stack.split('\n').filter((line) => /^\s+at /.test(line)).join('\n')
+      : '    (no stack)'
+    detail = name + code + ', message withheld\n' + frames
+  } catch (_) {
+    detail = 'an error that could not be described'
+  }
+  process.stderr.write(
+    DEBUG_NAME + ' ' + process.pid + ': internal error (ERR_METADATA_INTERNAL), a bug: please report it with ' +
+      'these lines (' + DEBUG_NAME + ' ' + version() + ', Node ' + process.version + ', ' + process.platform +
+      '-' + process.arch + ')\n' + detail + '\n'
+  )
+}
+
+function version() {
+  try {
+    return require('./package.json').version
+  } catch (_) {
+    return 'version unknown'
+  }
 }
 
 // `context`: a Cloud Functions invocation context, whose token wins unless forceRefresh asks the
@@ -224,11 +303,11 @@ function requestNow(state, forceRefresh, signal, context) {
         const got = remember(state, outcome)
         return got !== null ? got : requestNow(state, false, undefined, undefined)
       },
-      () => {
+      (err) => {
         // The core settles with an Outcome; a rejection is a bug in the binding. Free the
         // flight so that the next call tries again.
         if (state.inflight === flight) state.inflight = null
-        throw internalError()
+        throw internalError(err)
       }
     )
     // Every caller gets the rejection through its own chain; this one only keeps a call whose
@@ -343,10 +422,15 @@ const contextsSeen = new WeakMap()
 // (no service account attached, or its time is up): the caller then asks the metadata service.
 function contextToken(state, context) {
   if (typeof context !== 'object' || context === null) return null
-  const t = context.token
-  if (typeof t !== 'object' || t === null) return null
-  const token = t.access_token
-  const expiresIn = t.expires_in
+  let token, expiresIn
+  try {
+    const t = context.token
+    if (typeof t !== 'object' || t === null) return null
+    token = t.access_token
+    expiresIn = t.expires_in
+  } catch (err) {
+    throw callerError('the Cloud Functions context (option context) could not be read', err)
+  }
   if (typeof token !== 'string' || token === '' || typeof expiresIn !== 'number' || !(expiresIn > 0) ||
       expiresIn === Infinity) {
     return null
@@ -377,7 +461,9 @@ const inspectCustom = Symbol.for('nodejs.util.inspect.custom')
 
 class TokenProvider {
   constructor(options) {
-    states.set(this, newState(options, false, 'provider ' + ++providersMade))
+    const state = newState(options, false, 'provider ' + ++providersMade)
+    states.set(this, state)
+    if (dropped !== null) dropped.register(this, state.timers)
   }
 
   // options: { forceRefresh?, signal?, context? }; a usable `context` token wins unless
@@ -389,11 +475,17 @@ class TokenProvider {
     if (typeof options !== 'object') {
       return invalidCall('getToken options must be an object, got ' + typeof options)
     }
-    const { forceRefresh, signal, context } = options
+    let forceRefresh, signal, context, signalOk
+    try {
+      ({ forceRefresh, signal, context } = options)
+      signalOk = signal === undefined || isSignal(signal)
+    } catch (err) {
+      return Promise.reject(callerError('getToken options could not be read', err))
+    }
     if (forceRefresh !== undefined && typeof forceRefresh !== 'boolean') {
       return invalidCall('option forceRefresh must be a boolean, got ' + typeof forceRefresh)
     }
-    if (signal !== undefined && !isSignal(signal)) {
+    if (!signalOk) {
       return invalidCall('option signal must be an AbortSignal')
     }
     if (context !== undefined && context !== null && typeof context !== 'object') {
@@ -483,7 +575,17 @@ function defaultProvider() {
   return defaultInstance
 }
 
+// An event that cannot be read (a strict Proxy, a throwing getter) is not call options: it is
+// ignored like any other event, not blamed on the caller.
 function isCallOptions(value) {
+  try {
+    return looksLikeCallOptions(value)
+  } catch (_) {
+    return false
+  }
+}
+
+function looksLikeCallOptions(value) {
   // The snippet passes its event on every call: rule most events out without listing their keys.
   if (typeof value !== 'object' || (value.signal === undefined && value.forceRefresh === undefined)) {
     return false

@@ -143,16 +143,16 @@ class WasmProvider {
     e.provider_target(handle)
     this.inst = inst
     this.handle = handle
-    if (registry !== null) registry.register(this, { inst, handle }, this)
+    // No unregister token: the registry would keep a table entry per provider for it. A core made
+    // again after a trap leaves the old registration pointing at the broken instance, which the
+    // callback skips.
+    if (registry !== null) registry.register(this, { inst, handle })
   }
 
   // Runs `call(exports, handle)` on the core, making the core again after a trap elsewhere; a trap
   // here is reported and rethrown (index.js turns it into ERR_METADATA_INTERNAL).
   core(call) {
-    if (this.inst.broken) {
-      if (registry !== null) registry.unregister(this)
-      this.attach()
-    }
+    if (this.inst.broken) this.attach()
     try {
       return call(this.inst.exports, this.handle)
     } catch (err) {

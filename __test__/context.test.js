@@ -106,3 +106,25 @@ test('TokenProvider#getToken({ context })', async () => {
   assert.equal((await provider.getToken({ context: null })).token, 'metadata-token')
   await assert.rejects(provider.getToken({ context: 'ctx' }), { code: 'ERR_INVALID_OPTION' })
 })
+
+test("a context whose token cannot be read: the caller's own exception, as the cause of ERR_INVALID_OPTION", async () => {
+  const mine = new Error('thrown by the caller')
+  const provider = new lib.TokenProvider({ host: emu.address })
+  for (const ctx of [
+    { get token() { throw mine } },
+    { token: { get access_token() { throw mine } } },
+    { token: new Proxy({}, { get() { throw mine } }) },
+  ]) {
+    for (const call of [() => lib.getToken({}, ctx), () => provider.getToken({ context: ctx })]) {
+      let result
+      assert.doesNotThrow(() => (result = call()))
+      await assert.rejects(result, (err) => err.code === 'ERR_INVALID_OPTION' && err.cause === mine && /context/.test(err.message))
+    }
+  }
+})
+
+test('an event whose properties cannot be read is only an event: ignored', async () => {
+  const hostile = new Proxy({}, { get() { throw new Error('strict event') }, ownKeys() { throw new Error('strict event') } })
+  assert.equal((await lib.getToken(hostile)).token, 'metadata-token')
+  assert.equal((await lib.getToken({ get signal() { throw new Error('strict event') } })).token, 'metadata-token')
+})

@@ -95,7 +95,7 @@ const badBodies = [
   ['expires_in a string', { body: { access_token: SECRET, expires_in: '3600' } }, /expires_in must be a number, got string/],
   ['expires_in zero', { body: { access_token: SECRET, expires_in: 0 } }, /expires_in must be positive/],
   ['expires_in negative', { body: { access_token: SECRET, expires_in: -10 } }, /expires_in must be positive/],
-  ['expires_in fractional', { body: { access_token: SECRET, expires_in: 1.5 } }, /whole number/],
+  ['expires_in under a second', { body: { access_token: SECRET, expires_in: 0.5 } }, /at least one second/],
   ['a truncated body', { truncate: true }, /not valid JSON/],
 ]
 
@@ -110,6 +110,22 @@ for (const [name, fault, message] of badBodies) {
     })
   })
 }
+
+test('a body any JSON parser reads is a token: 3600.0, 3.6e3, a byte-order mark; a fraction rounded down', async () => {
+  await withEmulator({ token: SECRET }, async (emu) => {
+    const cases = [
+      ['{"access_token":"t1","expires_in":3600.0}', 3600],
+      ['{"access_token":"t2","expires_in":3.6e3}', 3600],
+      ['\uFEFF{"access_token":"t3","expires_in":3600}', 3600],
+      ['\uFEFF{"access_token":"t4","expires_in":3599.9}', 3599],
+    ]
+    for (const [body, seconds] of cases) {
+      emu.fault({ body, times: 1 })
+      const t = await new TokenProvider({ host: emu.address }).getToken()
+      assert.deepEqual(t, { token: JSON.parse(body.replace(/^\uFEFF/, '')).access_token, expiresInSeconds: seconds }, body)
+    }
+  })
+})
 
 test('a redirect is an error and its target sees no request', async () => {
   await withEmulator({ token: 'redirect-target-token' }, async (target) => {
@@ -191,6 +207,67 @@ test('ERR_INVALID_OPTION: wrong options throw from the constructor, naming the o
   for (const ok of [undefined, null, {}, { host: undefined }, { host: '[::1]:8080', maxAttempts: 1 }]) {
     assert.doesNotThrow(() => new TokenProvider(ok))
   }
+})
+
+test("the caller's own exception reaches them as the cause of ERR_INVALID_OPTION, from the constructor", () => {
+  const mine = new Error('thrown by the caller')
+  const unreadable = [
+    ['a getter', { get host() { throw mine } }],
+    ['a Proxy whose ownKeys throws', new Proxy({}, { ownKeys() { throw mine } })],
+    ['a Proxy whose get throws', new Proxy({ host: '127.0.0.1:9' }, { get() { throw mine } })],
+    ['a Proxy whose getOwnPropertyDescriptor throws', new Proxy({ host: 'x' }, { getOwnPropertyDescriptor() { throw mine } })],
+  ]
+  for (const [what, options] of unreadable) {
+    assert.throws(
+      () => new TokenProvider(options),
+      (err) => err.code === 'ERR_INVALID_OPTION' && err.cause === mine && /could not be read/.test(err.message),
+      what
+    )
+  }
+  // Read once, as they were when passed: a getter that answers is fine.
+  let reads = 0
+  const counted = { get host() { reads++; return '127.0.0.1:9' } }
+  assert.equal(new TokenProvider(counted).toJSON().url, 'http://127.0.0.1:9/computeMetadata/v1/instance/service-accounts/default/token')
+  assert.equal(reads, 1)
+  assert.doesNotThrow(() => new TokenProvider(Object.assign(Object.create(null), { maxAttempts: 2 })))
+})
+
+test("the caller's own exception reaches them from getToken's call options, as a rejection", async () => {
+  const mine = new Error('thrown by the caller')
+  const provider = new TokenProvider({ host: '127.0.0.1:9' })
+  for (const options of [
+    { get forceRefresh() { throw mine } },
+    new Proxy({}, { get() { throw mine } }),
+    { signal: { get aborted() { throw mine } } },
+  ]) {
+    let result
+    assert.doesNotThrow(() => (result = provider.getToken(options)))
+    const err = await rejection(result)
+    assert.equal(err.code, 'ERR_INVALID_OPTION')
+    assert.equal(err.cause, mine)
+  }
+})
+
+test('ERR_METADATA_INTERNAL is for real bugs, and then stderr says where, never the message', async () => {
+  await withEmulator({ token: SECRET }, async (emu) => {
+    // A native error such as napi-rs makes of a caught panic, its message holding response data.
+    const r = await runNode(
+      `const { Provider } = require('./binding')
+       Provider.prototype.peek = function peekBroken() {
+         const e = new Error('panicked: ${SECRET}'); e.code = 'GenericFailure'; throw e
+       }
+       const { TokenProvider } = require('.')
+       new TokenProvider({ host: '${emu.address}' }).getToken().then(() => console.log('resolved'), (e) => console.log(e.code))`,
+      {}
+    )
+    assert.equal(r.stdout.trim(), 'ERR_METADATA_INTERNAL', r.stderr)
+    assert.match(r.stderr, /ERR_METADATA_INTERNAL/)
+    assert.match(r.stderr, /Error \(code GenericFailure\)/)
+    assert.match(r.stderr, /at (NativeProvider\.|WasmProvider\.)?peekBroken/)
+    assert.match(r.stderr, /index\.js:\d+/)
+    assert.match(r.stderr, /yc-metadata-token \d+\.\d+\.\d+, Node v\d+/)
+    assert.doesNotMatch(r.stderr, new RegExp(SECRET))
+  })
 })
 
 test('ERR_INVALID_OPTION: wrong call options reject', async () => {

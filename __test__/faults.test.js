@@ -247,7 +247,7 @@ const badBodies = [
   ['token with a newline', { body: { access_token: TOKEN + '\r\nX-Evil: 1', expires_in: 3600 } }, /control characters/],
   ['expires_in 0', { body: { access_token: TOKEN, expires_in: 0 } }, /positive, got 0/],
   ['expires_in negative', { body: { access_token: TOKEN, expires_in: -60 } }, /negative/],
-  ['expires_in fractional', { body: { access_token: TOKEN, expires_in: 0.5 } }, /whole number/],
+  ['expires_in under a second', { body: { access_token: TOKEN, expires_in: 0.5 } }, /at least one second/],
   ['expires_in huge', { body: { access_token: TOKEN, expires_in: 1e15 } }, /implausibly large/],
 ]
 for (const [name, fault, why] of badBodies) {

@@ -67,6 +67,27 @@ test('host: option, then YC_METADATA_ADDR, then GCE_METADATA_HOST', async () => 
   })
 })
 
+test('a host with a trailing dot: the name is fully qualified, and localhost. and 127.0.0.1. reach loopback', async () => {
+  await withEmulator({ token: 'dotted' }, async (emu) => {
+    // Loopback names only: a dotted name not in /etc/hosts would be looked up on the DNS server.
+    for (const [host, url] of [
+      ['localhost.:' + emu.port, 'http://localhost:' + emu.port + TOKEN_PATH],
+      ['127.0.0.1.:' + emu.port, 'http://127.0.0.1:' + emu.port + TOKEN_PATH],
+    ]) {
+      const provider = new TokenProvider({ host })
+      assert.equal((await provider.getToken()).token, 'dotted', host)
+      assert.equal(provider.toJSON().url, url)
+    }
+    assert.equal(emu.requests, 2)
+    const print = `require('.').getToken().then(t => console.log(t.token), e => console.log(e.code + ' ' + e.message))`
+    const r = await runNode(print, { GCE_METADATA_HOST: 'localhost.:' + emu.port })
+    assert.equal(r.stdout.trim(), 'dotted', r.stderr)
+    // gcp-metadata's own form; not dialed here, only accepted and kept as written.
+    const fqdn = new TokenProvider({ host: 'metadata.google.internal.' })
+    assert.equal(fqdn.toJSON().url, 'http://metadata.google.internal.' + TOKEN_PATH)
+  })
+})
+
 test('a bad environment value rejects with ERR_INVALID_OPTION naming the variable', async () => {
   const r = await runNode(
     `require('.').getToken().then(() => console.log('resolved'), e => console.log(e.code + ' ' + e.message))`,

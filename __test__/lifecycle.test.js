@@ -242,3 +242,61 @@ test('the process exits as soon as it has printed, even with a refresh pending',
     assert.equal(emu.requests, 2, 'the background refresh was under way')
   })
 })
+
+test('providers used once and dropped leave no timer once collected (3000 dropped: 0 pending timers)', async () => {
+  // Every Node timer is a Timeout object; counting them in a heap snapshot sees unref'd ones too,
+  // which process.getActiveResourcesInfo() does not list. The 100 providers kept alive show that
+  // the count does see the memo timers.
+  const N = 3000
+  await withEmulator({ token: 'dropped', expiresIn: 43200 }, async (emu) => {
+    const r = await runNode(
+      `require('v8').setFlagsFromString('--expose-gc')
+       const gc = require('vm').runInNewContext('gc')
+       const fs = require('fs'), os = require('os'), path = require('path'), v8 = require('v8')
+       const { TokenProvider } = require('.')
+       function timeouts() {
+         const file = path.join(os.tmpdir(), 'yc-metadata-token-' + process.pid + '.heapsnapshot')
+         v8.writeHeapSnapshot(file)
+         const snapshot = JSON.parse(fs.readFileSync(file, 'utf8'))
+         fs.unlinkSync(file)
+         const fields = snapshot.snapshot.meta.node_fields
+         const types = snapshot.snapshot.meta.node_types[0]
+         const type = fields.indexOf('type'), name = fields.indexOf('name')
+         let n = 0
+         for (let i = 0; i < snapshot.nodes.length; i += fields.length) {
+           if (types[snapshot.nodes[i + type]] === 'object' && snapshot.strings[snapshot.nodes[i + name]] === 'Timeout') n++
+         }
+         return n
+       }
+       async function collect() {
+         for (let i = 0; i < 4; i++) { gc(); await new Promise((resolve) => setTimeout(resolve, 5)) }
+       }
+       ;(async () => {
+         const batch = () => Array.from({ length: 100 }, () => new TokenProvider())
+         const kept = batch()
+         await Promise.all(kept.map((p) => p.getToken()))
+         // A first round of the same shape: what it leaves is one-time (compiled code, the wasm
+         // driver's pool of node:http parsers for 100 requests at once), not per provider.
+         for (let i = 0; i < ${N}; i += 100) await Promise.all(batch().map((p) => p.getToken()))
+         await collect()
+         const heapBefore = process.memoryUsage().heapUsed
+         const timersBefore = timeouts()
+         for (let i = 0; i < ${N}; i += 100) await Promise.all(batch().map((p) => p.getToken()))
+         await collect()
+         const heapAfter = process.memoryUsage().heapUsed
+         console.log(JSON.stringify({
+           kept: timersBefore, dropped: timeouts() - timersBefore, heapPerDropped: (heapAfter - heapBefore) / ${N}, alive: kept.length,
+         }))
+       })()`,
+      { YC_METADATA_ADDR: emu.address },
+      60000
+    )
+    assert.equal(r.code, 0, r.stderr)
+    const got = JSON.parse(r.stdout)
+    console.log(`  ${N} providers dropped: ${got.dropped} pending timers, ${got.heapPerDropped.toFixed(0)} B of heap each; ${got.kept} timers for the 100 kept`)
+    assert.equal(emu.requests, 2 * N + 100)
+    assert.ok(got.kept >= 100, 'the count sees the timers of live providers: ' + got.kept)
+    assert.ok(got.dropped <= 10, got.dropped + ' timers left by ' + N + ' dropped providers')
+    assert.ok(got.heapPerDropped < 150, got.heapPerDropped + ' B of heap left per dropped provider')
+  })
+})

@@ -14,7 +14,7 @@ const { once } = require('node:events')
 
 const index = require('..')
 const { TokenProvider, CODES, getToken } = index
-const { Provider: NativeProvider } = require('../binding')
+const { Provider: DriverProvider } = require('../binding')
 const { startEmulator } = require('../emulator')
 
 const SECRET = 't1.SECRET-do-not-print-' + 'a9f3c2e8b1d7'
@@ -112,7 +112,7 @@ test('util.inspect, JSON.stringify and enumeration of providers holding a token 
     if (previous === undefined) delete process.env.YC_METADATA_ADDR
     else process.env.YC_METADATA_ADDR = previous
   }
-  const native = new NativeProvider({ host: emu.address }, undefined, undefined, false)
+  const native = new DriverProvider({ host: emu.address }, undefined, undefined, false)
   assert.equal((await native.fetch(false)).token, SECRET)
   for (const [name, value] of [['provider', provider], ['module', index], ['native provider', native]]) {
     assertClean(name, [
@@ -135,8 +135,8 @@ test('a panic in the core (a thrown native error) becomes a rejection with ERR_M
   }
   emu.reset()
   for (const method of ['peek', 'fetch']) {
-    const original = NativeProvider.prototype[method]
-    NativeProvider.prototype[method] = panicked
+    const original = DriverProvider.prototype[method]
+    DriverProvider.prototype[method] = panicked
     try {
       const provider = new TokenProvider({ host: emu.address })
       let result
@@ -146,7 +146,7 @@ test('a panic in the core (a thrown native error) becomes a rejection with ERR_M
       assert.match(err.message, /Internal error in yc-metadata-token/)
       assertClean('the internal error', renderings(err))
     } finally {
-      NativeProvider.prototype[method] = original
+      DriverProvider.prototype[method] = original
     }
   }
   // Afterwards everything works again.

@@ -162,6 +162,16 @@ fn host_from_env(env: &Environment) -> Result<String, Error> {
 }
 
 /// Accepts `host[:port]`: an IPv4 address or DNS name, or a bracketed IPv6 address.
+///
+/// A trailing dot marks a fully-qualified name (`metadata.google.internal.`, the form gcp-metadata
+/// uses): it is kept, because it is what stops the resolver from trying its search list first
+/// (Kubernetes' `ndots: 5`). Two forms lose it, so that what is dialed is what the URL means:
+/// - an IPv4 address (`127.0.0.1.:8080`) is that address, as WHATWG URL parsing reads it (Node's
+///   `URL`, browsers, and the `url` crate under reqwest); an all-numeric last label is never a
+///   DNS name (RFC 1123 2.1), so there is nothing to look up;
+/// - `localhost.` and `*.localhost.` are loopback (RFC 6761 6.3) and are answered from /etc/hosts,
+///   which glibc matches only without the dot: with it, the lookup fails and goes out to the DNS
+///   server instead.
 fn valid_host(value: &str, what: &str) -> Result<String, Error> {
     let bad = |why: &str| {
         invalid(format!(
@@ -194,6 +204,7 @@ fn valid_host(value: &str, what: &str) -> Result<String, Error> {
             None => (value, None),
         }
     };
+    let mut undotted = None;
     if !value.starts_with('[') {
         let label_ok = |l: &str| {
             !l.is_empty()
@@ -201,10 +212,18 @@ fn valid_host(value: &str, what: &str) -> Result<String, Error> {
                 && l.bytes()
                     .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
         };
-        if name.is_empty() || name.len() > 253 || !name.split('.').all(label_ok) {
+        let bare = name.strip_suffix('.').unwrap_or(name);
+        if bare.is_empty() || bare.len() > 253 || !bare.split('.').all(label_ok) {
             return Err(bad(
                 "with a valid host name or IPv4 address and nothing else",
             ));
+        }
+        let last_label = bare.rsplit('.').next().unwrap_or(bare);
+        if bare.len() < name.len()
+            && (bare.parse::<core::net::Ipv4Addr>().is_ok()
+                || last_label.eq_ignore_ascii_case("localhost"))
+        {
+            undotted = Some(bare);
         }
     }
     if let Some(port) = port {
@@ -215,7 +234,11 @@ fn valid_host(value: &str, what: &str) -> Result<String, Error> {
             return Err(bad("with a port from 1 to 65535"));
         }
     }
-    Ok(value.to_string())
+    Ok(match (undotted, port) {
+        (Some(bare), Some(port)) => format!("{bare}:{port}"),
+        (Some(bare), None) => bare.to_string(),
+        (None, _) => value.to_string(),
+    })
 }
 
 fn invalid(message: String) -> Error {
@@ -327,6 +350,67 @@ mod tests {
             );
             assert_eq!(s.unwrap().host, h);
         }
+    }
+
+    #[test]
+    fn a_trailing_dot_makes_a_fully_qualified_name() {
+        let host = |h: &str| {
+            settings(
+                &opts(&[("host", OptionValue::Text(h.into()))]),
+                &Environment::default(),
+            )
+            .map(|s| s.host)
+        };
+        // Kept: the dot is what keeps the resolver off its search list.
+        for h in [
+            "metadata.google.internal.",
+            "metadata.google.internal.:80",
+            "metadata.",
+        ] {
+            assert_eq!(host(h).unwrap(), h);
+        }
+        // Loopback names and IPv4 addresses lose it.
+        for (h, want) in [
+            ("localhost.", "localhost"),
+            ("localhost.:8080", "localhost:8080"),
+            ("LocalHost.:8080", "LocalHost:8080"),
+            ("metadata.localhost.:8080", "metadata.localhost:8080"),
+            ("127.0.0.1.", "127.0.0.1"),
+            ("127.0.0.1.:8080", "127.0.0.1:8080"),
+            ("169.254.169.254.", "169.254.169.254"),
+        ] {
+            assert_eq!(host(h).unwrap(), want, "{h}");
+        }
+        // Why: reqwest's URL reads the dotted IPv4 address as the address already (so the URL in
+        // messages now says what is dialed), but keeps `localhost.` for getaddrinfo to look up.
+        let dialed = |h: &str| {
+            let url = reqwest::Url::parse(&format!("http://{h}/")).unwrap();
+            url.host_str().unwrap().to_string()
+        };
+        assert_eq!(dialed("127.0.0.1.:8080"), "127.0.0.1");
+        assert_eq!(dialed("localhost.:8080"), "localhost.");
+        let env = settings(&[], &env(None, Some("metadata.google.internal.")));
+        assert_eq!(env.unwrap().host, "metadata.google.internal.");
+        // One dot, after a name: an empty label anywhere else is still wrong.
+        for h in [
+            ".",
+            "..",
+            ":80",
+            ".:80",
+            "a..",
+            "a..b",
+            ".a",
+            "[::1].",
+            "[::1].:80",
+        ] {
+            assert!(host(h).is_err(), "{h}");
+        }
+        let longest = format!(
+            "{}.",
+            ["a".repeat(63).as_str(); 4].join(".")[..253].trim_end_matches('.')
+        );
+        assert!(host(&longest).is_ok(), "{}", longest.len());
+        assert!(host(&format!("a.{longest}")).is_err());
     }
 
     #[test]

@@ -92,10 +92,13 @@ pub fn classify_status(status: u16, from_metadata: bool) -> Result<(), Error> {
     }
 }
 
-/// Validates `{"access_token": non-empty string, "expires_in": positive integer}`. Messages name
-/// the field and its JSON type, never its value: the value may be the token.
+/// Validates `{"access_token": non-empty string, "expires_in": number of seconds >= 1}`. Messages
+/// name the field and its JSON type, never its value: the value may be the token.
 pub fn parse(body: &[u8]) -> Result<Fetched, Error> {
     let bad = |what: &str| Error::BadResponse(what.to_string());
+    // RFC 8259 lets a parser ignore one UTF-8 byte-order mark, and `fetch().json()` does: servers
+    // written on Windows or in .NET send it.
+    let body = body.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(body);
     let json: serde_json::Value =
         serde_json::from_slice(body).map_err(|_| bad("the body is not valid JSON"))?;
     let object = json
@@ -124,12 +127,28 @@ pub fn parse(body: &[u8]) -> Result<Fetched, Error> {
             Some(0) => return Err(bad("field expires_in must be positive, got 0")),
             Some(secs) if secs <= MAX_EXPIRES_IN_SECS => Duration::from_secs(secs),
             Some(_) => return Err(bad("field expires_in is implausibly large")),
-            None if n.as_f64().is_some_and(|f| f < 0.0) => {
-                return Err(bad(
-                    "field expires_in must be positive, got a negative number",
-                ))
-            }
-            None => return Err(bad("field expires_in must be a whole number of seconds")),
+            // JSON has one number type: `3600.0` (Python's json.dumps of a float) and `3.6e3` are
+            // the same 3600 that `fetch().json()` reads. A fraction of a second is dropped rather
+            // than refused: rounding down never makes the token look longer-lived than the server
+            // said, and a server counting down in floats (3599.87) still works.
+            None => match n.as_f64() {
+                Some(f) if f < 0.0 => {
+                    return Err(bad(
+                        "field expires_in must be positive, got a negative number",
+                    ))
+                }
+                // floor(f) > MAX, without float math (the wasm core is no_std).
+                Some(f) if f >= (MAX_EXPIRES_IN_SECS + 1) as f64 => {
+                    return Err(bad("field expires_in is implausibly large"))
+                }
+                // -0.0 included.
+                Some(f) if f < 1.0 => {
+                    return Err(bad("field expires_in must be at least one second"))
+                }
+                // In range and at least 1, so the cast truncates exactly as floor would.
+                Some(f) => Duration::from_secs(f as u64),
+                None => return Err(bad("field expires_in is not a number of seconds")),
+            },
         },
         Some(other) => {
             return Err(Error::BadResponse(format!(
@@ -193,8 +212,6 @@ mod tests {
         assert!(bad(r#"{"access_token":"secret-x","expires_in":"3600"}"#).contains("got string"));
         assert!(bad(r#"{"access_token":"secret-x","expires_in":0}"#).contains("positive"));
         assert!(bad(r#"{"access_token":"secret-x","expires_in":-5}"#).contains("negative"));
-        assert!(bad(r#"{"access_token":"secret-x","expires_in":1.5}"#).contains("whole"));
-        assert!(bad(r#"{"access_token":"secret-x","expires_in":1e300}"#).contains("whole"));
         assert!(bad(r#"{"access_token":"secret-x","expires_in":99999999999}"#).contains("large"));
         for body in [
             r#"{"access_token":"secret-x","expires_in":null}"#,
@@ -202,6 +219,55 @@ mod tests {
         ] {
             assert!(!bad(body).contains("secret-x"));
         }
+    }
+
+    fn secs(body: &[u8]) -> u64 {
+        match parse(body) {
+            Ok(f) => f.expires_in.as_secs(),
+            Err(e) => panic!("{}: {e:?}", String::from_utf8_lossy(body)),
+        }
+    }
+
+    #[test]
+    fn expires_in_is_any_json_number_rounded_down() {
+        for (text, want) in [
+            ("3600", 3600),
+            ("3600.0", 3600),
+            ("3.6e3", 3600),
+            ("36E2", 3600),
+            ("360000e-2", 3600),
+            ("3599.999", 3599),
+            ("1.5", 1),
+            ("1", 1),
+            ("4294967295.9", MAX_EXPIRES_IN_SECS),
+        ] {
+            let body = format!(r#"{{"access_token":"t","expires_in":{text}}}"#);
+            assert_eq!(secs(body.as_bytes()), want, "{text}");
+        }
+        for (text, why) in [
+            ("0.0", "at least one second"),
+            ("0.999", "at least one second"),
+            ("-0.0", "at least one second"),
+            ("-0.5", "negative"),
+            ("-3600.0", "negative"),
+            ("4294967296.0", "large"),
+            ("1e300", "large"),
+        ] {
+            let m = bad(&format!(
+                r#"{{"access_token":"secret-x","expires_in":{text}}}"#
+            ));
+            assert!(m.contains(why), "{text}: {m}");
+        }
+    }
+
+    #[test]
+    fn a_byte_order_mark_before_the_json_is_ignored() {
+        let body = b"\xEF\xBB\xBF{\"access_token\":\"t\",\"expires_in\":3600}";
+        assert_eq!(secs(body), 3600);
+        // Only the one mark RFC 8259 allows for, and only at the start.
+        assert!(bad("\u{FEFF}\u{FEFF}{}").contains("not valid JSON"));
+        assert!(bad(" \u{FEFF}{}").contains("not valid JSON"));
+        assert!(bad("\u{FEFF}").contains("not valid JSON"));
     }
 
     #[test]

@@ -120,7 +120,9 @@ proptest! {
         check_parse(&body);
         let value: serde_json::Value = serde_json::from_slice(&body).unwrap();
         let valid = matches!(value.get("access_token"), Some(serde_json::Value::String(s)) if !s.is_empty() && !s.chars().any(char::is_control))
-            && value.get("expires_in").and_then(serde_json::Value::as_u64).is_some_and(|n| (1..=MAX_EXPIRES_IN_SECS).contains(&n));
+            && value.get("expires_in").and_then(serde_json::Value::as_f64).map(f64::floor).is_some_and(|n| (1.0..=MAX_EXPIRES_IN_SECS as f64).contains(&n));
         prop_assert_eq!(fetch::parse(&body).is_ok(), valid);
+        let with_bom = [&b"\xEF\xBB\xBF"[..], &body].concat();
+        prop_assert_eq!(fetch::parse(&with_bom), fetch::parse(&body));
     }
 }

@@ -54,6 +54,8 @@ function classify(err: unknown): string {
     case 'ERR_METADATA_NO_SERVICE_ACCOUNT':
     case 'ERR_METADATA_BAD_RESPONSE':
     case 'ERR_INVALID_OPTION':
+      // An option, call option or context that threw when read: the caller's own error.
+      return err.cause instanceof Error ? err.cause.message : err.code
     case 'ERR_METADATA_INTERNAL':
       return err.code
     // @ts-expect-error: not one of the codes
