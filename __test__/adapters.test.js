@@ -15,7 +15,7 @@ const ADAPTERS = {
 }
 const SDK_PATH = /node_modules[\\/](ydb-sdk|@ydbjs|@yandex-cloud|@grpc|nice-grpc|protobufjs)[\\/]/
 
-test('require and import of the main package load no SDK', async () => {
+test('require of the main package (and so import, which loads the same file) loads no SDK', async () => {
   const cjs = await runNode(
     "require('./index.js'); console.log(JSON.stringify(Object.keys(require.cache)))", {})
   assert.equal(cjs.code, 0, cjs.stderr)

@@ -20,6 +20,11 @@ test('the TypeScript examples (CommonJS and ES module) type-check', () => {
   assert.equal(r.status, 0, r.output)
 })
 
+test('the SDK adapters type-check against the SDKs\' own types', () => {
+  const r = tsc(path.join(DIR, 'adapters.tsconfig.json'))
+  assert.equal(r.status, 0, r.output)
+})
+
 test('wrong usage fails to type-check, on each marked line', () => {
   const r = tsc(path.join(DIR, 'wrong', 'tsconfig.json'))
   assert.notEqual(r.status, 0, 'tsc accepted wrong.ts')
