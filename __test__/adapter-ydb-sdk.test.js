@@ -9,7 +9,9 @@ const crypto = require('node:crypto')
 
 const { startEmulator } = require('../emulator')
 const { TokenProvider } = require('..')
-const { tokenBook, startAuthServer, ydbjsRuns, ydbServices } = require('./fixtures/auth-server')
+const { dropProxyEnv, tokenBook, startAuthServer, ydbjsRuns, ydbServices } = require('./fixtures/auth-server')
+
+dropProxyEnv(process.env)
 
 // The stand-in's services come from @ydbjs/api, which needs Node >= 20.19.
 const skip = ydbjsRuns() ? false : 'the YDB stand-in uses @ydbjs/api, which needs Node >= 20.19; this is ' + process.version

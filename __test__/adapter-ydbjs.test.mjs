@@ -9,7 +9,9 @@ import { createRequire } from 'node:module'
 const require = createRequire(import.meta.url)
 const { startEmulator } = require('../emulator')
 const { TokenProvider } = require('..')
-const { tokenBook, startAuthServer, ydbjsRuns, ydbServices } = require('./fixtures/auth-server')
+const { dropProxyEnv, tokenBook, startAuthServer, ydbjsRuns, ydbServices } = require('./fixtures/auth-server')
+
+dropProxyEnv(process.env)
 
 // @ydbjs/* need Node >= 20.19 (their engines field); import them only where they run.
 const skip = ydbjsRuns() ? false : '@ydbjs/* need Node >= 20.19; this is ' + process.version
