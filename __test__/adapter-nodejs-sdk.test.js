@@ -14,6 +14,7 @@ const path = require('node:path')
 const { spawn } = require('node:child_process')
 
 const { startEmulator } = require('../emulator')
+const { copyPackage } = require('./helpers')
 const { TokenProvider } = require('..')
 const { dropProxyEnv, tokenBook, startAuthServer, selfSignedCert } = require('./fixtures/auth-server')
 
@@ -133,14 +134,8 @@ const skip3 = skip || (process.platform !== 'linux' || process.arch !== 'x64'
   : !fs.existsSync(SDK3) ? 'the dev dependency @yandex-cloud/nodejs-sdk-3 is not installed' : false)
 
 function appWithSdk3() {
-  const root = path.join(__dirname, '..')
   const app = fs.mkdtempSync(path.join(os.tmpdir(), 'ycmt-sdk3-'))
-  const own = path.join(app, 'node_modules', 'yc-metadata-token')
-  const pkg = require('../package.json')
-  const shipped = pkg.files.concat(['package.json'], fs.readdirSync(root).filter((f) => /\.(node|wasm)$/.test(f)))
-  for (const f of shipped) {
-    if (fs.existsSync(path.join(root, f))) fs.cpSync(path.join(root, f), path.join(own, f), { recursive: true })
-  }
+  copyPackage(app)
   fs.mkdirSync(path.join(app, 'node_modules', '@yandex-cloud'), { recursive: true })
   fs.symlinkSync(SDK3, path.join(app, 'node_modules', '@yandex-cloud', 'nodejs-sdk'))
   return app

@@ -5,7 +5,7 @@
 
 const test = require('node:test')
 const assert = require('node:assert/strict')
-const { runNode } = require('./helpers')
+const { runNode, copyPackage } = require('./helpers')
 const pkg = require('../package.json')
 
 const ADAPTERS = {
@@ -35,4 +35,26 @@ test('each adapter is in "files", its SDK an optional peer and a dev dependency'
     assert.ok(pkg.devDependencies[a.peer], name + ': no dev dependency ' + a.peer)
   }
   assert.equal(pkg.exports, undefined, 'no exports map: it costs every cold require ~1.3 ms')
+})
+
+test('an adapter whose SDK is not installed says which package to install', async (t) => {
+  const fs = require('node:fs')
+  const os = require('node:os')
+  const path = require('node:path')
+  const app = fs.mkdtempSync(path.join(os.tmpdir(), 'ycmt-nosdk-'))
+  t.after(() => fs.rmSync(app, { recursive: true, force: true }))
+  copyPackage(app)
+  const probe = (code) => new Promise((resolve) => {
+    const { execFile } = require('node:child_process')
+    execFile(process.execPath, ['-e', code], { cwd: app }, (err, stdout, stderr) => resolve(stdout + stderr))
+  })
+  const cjs = await probe(`for (const name of ['ydb-sdk', 'nodejs-sdk']) {
+    try { require('yc-metadata-token/' + name); console.log(name, 'loaded') } catch (e) { console.log(name, e.code, e.message) }
+  }
+  console.log('main', typeof require('yc-metadata-token').getToken)`)
+  assert.match(cjs, /^ydb-sdk MODULE_NOT_FOUND yc-metadata-token\/ydb-sdk needs the package ydb-sdk \(5\.x\)/m)
+  assert.match(cjs, /^nodejs-sdk MODULE_NOT_FOUND yc-metadata-token\/nodejs-sdk needs the package @yandex-cloud\/nodejs-sdk/m)
+  assert.match(cjs, /^main function$/m)
+  const esm = await probe(`import('yc-metadata-token/ydbjs.mjs').then(() => console.log('loaded'), (e) => console.log(e.code, e.message))`)
+  assert.match(esm, /ERR_MODULE_NOT_FOUND Cannot find package '@ydbjs\/auth'/)
 })

@@ -1,9 +1,11 @@
 'use strict';
 
-// A fake GCE-compatible instance metadata service, just big enough to hand
-// out a service-account token and to misbehave on purpose. It is the fixture
-// of the package's tests, so it must never leak sockets or timers: close()
-// tears down everything, including connections that a fault left hanging.
+// A GCE-compatible instance metadata service for laptops and tests: the
+// service-account token (a fake one, a given one, or real ones from a key or a
+// command: tokens.js), the metadata paths applications read (metadata.js), and
+// faults on purpose. It is the fixture of the package's tests, so it must never
+// leak sockets or timers: close() tears down everything, including connections
+// that a fault left hanging.
 //
 // Zero dependencies and Node 14 compatible on purpose: it also runs on users'
 // laptops through the CLI.
