@@ -101,7 +101,7 @@ export interface Emulator {
 }
 
 export function startEmulator(options?: EmulatorOptions): Promise<Emulator>
-export function normalizeFault(spec: FaultSpec | null | undefined): unknown
+export function normalizeFault(spec: FaultSpec | FaultPreset | null | undefined): unknown
 export function fingerprint(token: string): string
 export const TOKEN_PATH: string
 export const FAULT_PRESETS: Readonly<Record<FaultPreset, FaultSpec>>
