@@ -6,7 +6,6 @@
 
 const test = require('node:test')
 const assert = require('node:assert/strict')
-const crypto = require('node:crypto')
 const util = require('node:util')
 const fs = require('node:fs')
 const os = require('node:os')
@@ -16,23 +15,20 @@ const { spawn } = require('node:child_process')
 const { startEmulator } = require('../emulator')
 const { copyPackage } = require('./helpers')
 const { TokenProvider } = require('..')
-const { dropProxyEnv, tokenBook, startAuthServer, selfSignedCert } = require('./fixtures/auth-server')
+const { dropProxyEnv, shortLivedToken, tokenBook, startAuthServer, selfSignedCert } = require('./fixtures/auth-server')
 
 dropProxyEnv(process.env)
 
 const cert = selfSignedCert()
 const skip = cert === null ? 'no openssl command to make the TLS certificate the SDK channels need' : false
-const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms))
-const newToken = (name) => name + '-' + crypto.randomBytes(12).toString('hex')
 
 async function setup(t) {
   const sdk = require('@yandex-cloud/nodejs-sdk')
   const grpc = require('@grpc/grpc-js')
   const { MetadataTokenSession } = require('../nodejs-sdk')
   const book = tokenBook()
-  const first = newToken('first')
-  book.issue(first, 2)
-  const emu = await startEmulator({ token: first, expiresIn: 2 })
+  // A short first token: the provider must fetch again within the test.
+  const { emu, first, rotate, firstExpired } = await shortLivedToken(startEmulator, book)
   const api = sdk.cloudApi.resourcemanager.cloud_service
   const server = await startAuthServer({
     grpc,
@@ -57,23 +53,20 @@ async function setup(t) {
     await server.close()
     await emu.close()
   })
-  return { sdk, MetadataTokenSession, book, first, emu, server, provider, clientOf }
+  return { sdk, MetadataTokenSession, book, first, rotate, firstExpired, emu, server, provider, clientOf }
 }
 
 const ssl = () => ({ rootCerts: Buffer.from(cert.cert) })
 
 test('one Session: every call carries the current token, across a refresh', { skip }, async (t) => {
-  const { MetadataTokenSession, book, first, emu, server, provider, clientOf } = await setup(t)
+  const { MetadataTokenSession, first, rotate, emu, server, provider, clientOf } = await setup(t)
   const session = new MetadataTokenSession({ ssl: ssl(), headers: { 'x-request-source': 'test' }, tokenProvider: provider })
   const client = clientOf(session)
   for (let i = 0; i < 3; i++) {
     const res = await client.list({ pageSize: 10 })
     assert.equal(res.clouds[0].id, 'cloud-1')
   }
-  const second = newToken('second')
-  book.issue(second, 3600)
-  emu.setToken(second, 3600)
-  await sleep(2100) // the first token has expired
+  const second = await rotate() // resolves once the first token has expired
   // The same client, and a new one from the same Session.
   for (let i = 0; i < 2; i++) await client.list({})
   await clientOf(session).list({})
@@ -86,12 +79,12 @@ test('one Session: every call carries the current token, across a refresh', { sk
 })
 
 test('the server rejects a token past its expiry (the check above can fail)', { skip }, async (t) => {
-  const { sdk, first, server, clientOf } = await setup(t)
+  const { sdk, first, firstExpired, server, clientOf } = await setup(t)
   // The SDK's own static-token Session: the token it was given, on every call, even once expired.
   const session = new sdk.Session({ iamToken: first, ssl: ssl() })
   const client = clientOf(session)
   await client.list({})
-  await sleep(2100)
+  await firstExpired()
   await assert.rejects(client.list({}), /expired token/)
   assert.deepEqual(server.calls.map((c) => c.ok), [true, false])
 })
@@ -184,7 +177,7 @@ test('@yandex-cloud/nodejs-sdk 3.x on Node 22: every call carries the current to
     t.skip(node.skipped)
     return
   }
-  const { book, first, emu, server } = await setup(t)
+  const { first, rotate, emu, server } = await setup(t)
   const app = appWithSdk3()
   t.after(() => fs.rmSync(app, { recursive: true, force: true }))
   fs.writeFileSync(path.join(app, 'cert.pem'), cert.cert)
@@ -201,10 +194,7 @@ test('@yandex-cloud/nodejs-sdk 3.x on Node 22: every call carries the current to
     })
     exited.then((code) => reject(new Error('child exited ' + code + ': ' + stderr)))
   })
-  const second = newToken('second')
-  book.issue(second, 3600)
-  emu.setToken(second, 3600)
-  await sleep(2100) // the first token has expired
+  const second = await rotate() // resolves once the first token has expired
   child.stdin.end('go\n')
   assert.equal(await exited, 0, stderr)
   const result = JSON.parse(stdout.split('\n').filter(Boolean).pop())

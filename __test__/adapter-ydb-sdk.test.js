@@ -5,11 +5,10 @@
 
 const test = require('node:test')
 const assert = require('node:assert/strict')
-const crypto = require('node:crypto')
 
 const { startEmulator } = require('../emulator')
 const { TokenProvider } = require('..')
-const { dropProxyEnv, tokenBook, startAuthServer, ydbjsRuns, ydbServices } = require('./fixtures/auth-server')
+const { dropProxyEnv, newToken, shortLivedToken, tokenBook, startAuthServer, ydbjsRuns, ydbServices } = require('./fixtures/auth-server')
 
 dropProxyEnv(process.env)
 
@@ -17,18 +16,14 @@ dropProxyEnv(process.env)
 const skip = ydbjsRuns() ? false : 'the YDB stand-in uses @ydbjs/api, which needs Node >= 20.19; this is ' + process.version
 
 const SILENT = { trace() {}, debug() {}, info() {}, warn() {}, error() {}, fatal() {} }
-const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms))
-const newToken = (name) => name + '-' + crypto.randomBytes(12).toString('hex')
 
 async function setup(t) {
   const ydb = require('ydb-sdk')
   const grpc = require('@grpc/grpc-js')
   const { MetadataTokenAuthService } = require('../ydb-sdk')
   const book = tokenBook()
-  const first = newToken('first')
-  // A 2-second token: the provider must fetch again within the test.
-  book.issue(first, 2)
-  const emu = await startEmulator({ token: first, expiresIn: 2 })
+  // A short first token: the provider must fetch again within the test.
+  const { emu, first, rotate, firstExpired } = await shortLivedToken(startEmulator, book)
   let port = 0
   const server = await startAuthServer({
     grpc,
@@ -50,21 +45,18 @@ async function setup(t) {
     await server.close()
     await emu.close()
   })
-  return { ydb, MetadataTokenAuthService, book, first, emu, server, provider, driver }
+  return { ydb, MetadataTokenAuthService, book, first, rotate, firstExpired, emu, server, provider, driver }
 }
 
 test('ydb-sdk Driver: every call carries the current token, across a refresh', { skip }, async (t) => {
-  const { MetadataTokenAuthService, book, first, emu, server, provider, driver } = await setup(t)
+  const { MetadataTokenAuthService, first, rotate, emu, server, provider, driver } = await setup(t)
   const d = driver(new MetadataTokenAuthService(provider))
   assert.equal(await d.ready(5000), true)
   for (let i = 0; i < 3; i++) {
     const listing = await d.schemeClient.listDirectory('/local')
     assert.equal(listing.children[0].name, 'table')
   }
-  const second = newToken('second')
-  book.issue(second, 3600)
-  emu.setToken(second, 3600)
-  await sleep(2100) // the first token has expired
+  const second = await rotate() // resolves once the first token has expired
   for (let i = 0; i < 3; i++) await d.schemeClient.listDirectory('/local')
 
   const tokens = server.calls.map((c) => c.token)
@@ -77,7 +69,7 @@ test('ydb-sdk Driver: every call carries the current token, across a refresh', {
 })
 
 test('the stand-in rejects an expired or missing ticket (the check above can fail)', { skip }, async (t) => {
-  const { first, server } = await setup(t)
+  const { first, firstExpired, server } = await setup(t)
   const grpc = require('@grpc/grpc-js')
   // A plain grpc-js client: ydb-sdk's Driver leaves a failed discovery as an unhandled rejection.
   const client = new grpc.Client(server.address, grpc.credentials.createInsecure())
@@ -93,7 +85,7 @@ test('the stand-in rejects an expired or missing ticket (the check above can fai
   }
   assert.equal(await call(withTicket(first)), null)
   assert.equal(await call(new grpc.Metadata()), grpc.status.UNAUTHENTICATED)
-  await sleep(2100)
+  await firstExpired()
   assert.equal(await call(withTicket(first)), grpc.status.UNAUTHENTICATED)
   assert.deepEqual(server.calls.map((c) => c.ok), [true, false, false])
 })

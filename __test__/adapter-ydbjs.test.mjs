@@ -3,20 +3,17 @@
 
 import test from 'node:test'
 import assert from 'node:assert/strict'
-import crypto from 'node:crypto'
 import { createRequire } from 'node:module'
 
 const require = createRequire(import.meta.url)
 const { startEmulator } = require('../emulator')
 const { TokenProvider } = require('..')
-const { dropProxyEnv, tokenBook, startAuthServer, ydbjsRuns, ydbServices } = require('./fixtures/auth-server')
+const { dropProxyEnv, shortLivedToken, tokenBook, startAuthServer, ydbjsRuns, ydbServices } = require('./fixtures/auth-server')
 
 dropProxyEnv(process.env)
 
 // @ydbjs/* need Node >= 20.19 (their engines field); import them only where they run.
 const skip = ydbjsRuns() ? false : '@ydbjs/* need Node >= 20.19; this is ' + process.version
-const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms))
-const newToken = (name) => name + '-' + crypto.randomBytes(12).toString('hex')
 
 async function setup(t) {
   const { Driver } = await import('@ydbjs/core')
@@ -24,9 +21,8 @@ async function setup(t) {
   const { MetadataTokenCredentialsProvider } = await import('../ydbjs.mjs')
   const grpc = require('@grpc/grpc-js')
   const book = tokenBook()
-  const first = newToken('first')
-  book.issue(first, 2)
-  const emu = await startEmulator({ token: first, expiresIn: 2 })
+  // A short first token: the provider must fetch again within the test.
+  const { emu, first, rotate, firstExpired } = await shortLivedToken(startEmulator, book)
   let port = 0
   const server = await startAuthServer({
     grpc,
@@ -46,20 +42,17 @@ async function setup(t) {
     await emu.close()
   })
   const scheme = () => driver.createClient(SchemeServiceDefinition)
-  return { MetadataTokenCredentialsProvider, book, first, emu, server, provider, credentials, connect, scheme }
+  return { MetadataTokenCredentialsProvider, book, first, rotate, firstExpired, emu, server, provider, credentials, connect, scheme }
 }
 
 test('@ydbjs/core Driver: every call carries the current token, across a refresh', { skip }, async (t) => {
-  const { book, first, emu, server, connect, scheme } = await setup(t)
+  const { first, rotate, emu, server, connect, scheme } = await setup(t)
   await connect().ready()
   for (let i = 0; i < 3; i++) {
     const res = await scheme().listDirectory({ path: '/local' })
     assert.equal(res.operation.ready, true)
   }
-  const second = newToken('second')
-  book.issue(second, 3600)
-  emu.setToken(second, 3600)
-  await sleep(2100) // the first token has expired
+  const second = await rotate() // resolves once the first token has expired
   for (let i = 0; i < 3; i++) await scheme().listDirectory({ path: '/local' })
 
   const tokens = server.calls.map((c) => c.token)
