@@ -49,7 +49,11 @@ export interface TokenProviderOptions {
 
 /**
  * The invocation context of a Yandex Cloud Function (the handler's second argument). When a service
- * account is attached to the function, `token` carries its IAM token.
+ * account is attached to the function, `token` carries its IAM token; nothing else is read.
+ *
+ * No index signature: an interface (such as `Context` of `@yandex-cloud/function-types`) is never
+ * assignable to a type with one. The runtime's other fields are listed, all optional, so that a
+ * context written as an object literal still passes the excess-property check.
  */
 export interface CloudFunctionContext {
   token?: {
@@ -57,8 +61,13 @@ export interface CloudFunctionContext {
     /** Seconds from the start of the invocation. */
     expires_in: number
     token_type?: string
-  }
-  [key: string]: unknown
+  } | null
+  functionName?: string
+  functionVersion?: string
+  memoryLimitInMB?: string
+  requestId?: string
+  getPayload?(): unknown
+  getRemainingTimeInMillis?(): number
 }
 
 /** Per-call options of `TokenProvider#getToken`. */

@@ -10,6 +10,7 @@
 // wasm instance belongs to one thread); name lookups use Node's resolver (libuv's thread pool).
 // Nothing here keeps the process alive unless a caller is waiting.
 
+const dns = require('dns')
 const fs = require('fs')
 const http = require('http')
 const path = require('path')
@@ -278,6 +279,7 @@ class WasmProvider {
       method: 'GET',
       headers: this.headers,
       agent,
+      lookup: sharedLookup,
     })
     this.request = req
     // The attempt's clock starts when its request gets a socket: until then this thread was busy
@@ -350,6 +352,27 @@ class WasmProvider {
     if (this.timer !== null) this.timer[method]()
     if (this.request !== null && this.socket && !this.socket.destroyed) this.socket[method]()
   }
+}
+
+// An attempt that times out abandons its name lookup, but the next attempt for the same name joins
+// it rather than asking again: a resolver that answers in 1.2 s then still yields a token within
+// the deadline, though every attempt's timeout is 1 s (as the native driver does).
+const lookups = new Map()
+
+function sharedLookup(hostname, options, callback) {
+  if (typeof options === 'function') {
+    callback = options
+    options = {}
+  }
+  const key = [hostname, options.family || 0, options.hints || 0, options.all ? 1 : 0, options.verbatim].join('|')
+  const waiting = lookups.get(key)
+  if (waiting !== undefined) return waiting.push(callback)
+  const callbacks = [callback]
+  lookups.set(key, callbacks)
+  dns.lookup(hostname, options, function () {
+    lookups.delete(key)
+    for (const cb of callbacks) cb.apply(null, arguments)
+  })
 }
 
 function failureKind(err, responded) {

@@ -90,14 +90,15 @@ test('403 without Metadata-Flavor, with a wrong one, and with X-Forwarded-For', 
 }));
 
 test('404 on other paths, 405 on other methods; counting and log', () => withEmu({}, async (emu) => {
-  assert.equal((await request(emu, { path: '/computeMetadata/v1/' })).status, 404);
+  assert.equal((await request(emu, { path: '/computeMetadata/v1/instance/nope' })).status, 404);
+  assert.equal((await request(emu, { path: '/latest/meta-data/' })).status, 404);
   assert.equal((await request(emu, { path: TOKEN_PATH + '/' })).status, 404);
   assert.equal(emu.requests, 0);
   assert.equal((await request(emu, { method: 'POST' })).status, 405);
   await request(emu);
   await request(emu, { headers: {} });
   assert.equal(emu.requests, 3);
-  assert.equal(emu.log.length, 5);
+  assert.equal(emu.log.length, 6);
   const last = emu.log[emu.log.length - 1];
   assert.equal(last.method, 'GET');
   assert.equal(last.path, TOKEN_PATH);
@@ -410,7 +411,15 @@ test('CLI: serves the given token, logs without it, stops on SIGTERM', async () 
     cli.child.kill('SIGTERM');
     const { code } = await cli.exit;
     assert.equal(code, 0);
-    assert.equal(cli.stdout.split('\n').length, 3, 'exactly two stdout lines');
+    // The listening line, then one export line each for this package, Google's libraries and the YDB SDKs.
+    assert.deepEqual(cli.stdout.split('\n'), [
+      'yc-metadata-token emulator listening on http://127.0.0.1:' + emu.port,
+      'export YC_METADATA_ADDR=127.0.0.1:' + emu.port,
+      'export GCE_METADATA_HOST=127.0.0.1:' + emu.port,
+      'export YDB_METADATA_CREDENTIALS=1',
+      'export YDB_METADATA_CREDENTIALS_ENDPOINT=http://127.0.0.1:' + emu.port + TOKEN_PATH,
+      '',
+    ]);
     const lines = cli.stderr.split('\n').filter((l) => l.includes(TOKEN_PATH));
     assert.equal(lines.length, 2);
     assert.match(lines[0], /GET \S+ 200 \d+ms/);

@@ -73,4 +73,20 @@ function runNode(code, env, timeoutMs = 20000) {
   })
 }
 
-module.exports = { ROOT, withEmulator, closedPort, trapServer, runNode }
+/**
+ * Copies what the package publishes (package.json "files", with the addon built beside them) to
+ * `app`/node_modules/yc-metadata-token: a package that resolves its peers from `app`, not from this
+ * repository's dev dependencies (a symlink would).
+ */
+function copyPackage(app) {
+  const fs = require('fs')
+  const pkg = require('../package.json')
+  const own = path.join(app, 'node_modules', 'yc-metadata-token')
+  const built = fs.readdirSync(ROOT).filter((f) => /\.(node|wasm)$/.test(f))
+  for (const f of pkg.files.concat(['package.json'], built)) {
+    if (fs.existsSync(path.join(ROOT, f))) fs.cpSync(path.join(ROOT, f), path.join(own, f), { recursive: true })
+  }
+  return own
+}
+
+module.exports = { ROOT, withEmulator, closedPort, trapServer, runNode, copyPackage }

@@ -20,12 +20,17 @@ test('the TypeScript examples (CommonJS and ES module) type-check', () => {
   assert.equal(r.status, 0, r.output)
 })
 
+test('the SDK adapters type-check against the SDKs\' own types', () => {
+  const r = tsc(path.join(DIR, 'adapters.tsconfig.json'))
+  assert.equal(r.status, 0, r.output)
+})
+
 test('wrong usage fails to type-check, on each marked line', () => {
   const r = tsc(path.join(DIR, 'wrong', 'tsconfig.json'))
   assert.notEqual(r.status, 0, 'tsc accepted wrong.ts')
   const source = require('node:fs').readFileSync(path.join(DIR, 'wrong', 'wrong.ts'), 'utf8').split('\n')
   const marked = source.map((line, i) => (/\/\/ WRONG-\d/.test(line) ? i + 1 : 0)).filter(Boolean)
-  assert.equal(marked.length, 4)
+  assert.equal(marked.length, 5)
   for (const line of marked) {
     assert.match(r.output, new RegExp('wrong\\.ts\\(' + line + ','), 'no error on line ' + line + ':\n' + r.output)
   }

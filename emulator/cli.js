@@ -1,12 +1,13 @@
 #!/usr/bin/env node
 'use strict';
 
-// Command-line front end of the metadata emulator. stdout carries exactly two
-// machine-readable lines (listening URL, export line); everything for humans
-// goes to stderr, and the token itself never goes anywhere.
+// Command-line front end of the metadata emulator. stdout carries the
+// machine-readable lines (listening URL, then the export lines for this package,
+// Google's libraries and the YDB SDKs); everything for humans goes to stderr, and
+// neither the token nor a key ever goes anywhere.
 
 const fs = require('fs');
-const { startEmulator, normalizeFault, fingerprint } = require('./index');
+const { startEmulator, normalizeFault, TOKEN_PATH, FAULT_PRESETS, IAM_ENDPOINT } = require('./index');
 
 const PROG = 'yc-metadata-token emulator';
 
@@ -22,19 +23,30 @@ const USAGE = [
   '  --token TOKEN        token to serve; "-" reads it from stdin',
   '  --token-file FILE    read the token from FILE (surrounding whitespace trimmed)',
   '  --token-env VAR      read the token from environment variable VAR',
+  '  --sa-key FILE        real tokens: exchange this service-account key (the JSON of',
+  '                       `yc iam key create`) with IAM, again well before each expires',
+  '  --iam-endpoint URL   where to exchange the key (default ' + IAM_ENDPOINT + ')',
+  '  --token-command CMD  real tokens: run CMD (e.g. \'yc iam create-token\') and serve what it',
+  '                       prints; run again before the token\'s lifetime (--expires-in, default',
+  '                       43200 for a command) runs out',
   '  --expires-in SECS    expires_in to report (default 3600)',
   '  --countdown          count expires_in down from start, like a caching server',
-  '  --fault JSON         start with a fault installed, e.g. \'{"status":503,"times":2}\'',
+  '  --metadata FILE      JSON shaped like the paths, e.g. {"instance":{"id":"..."},"project":',
+  '                       {"project-id":"..."}}, over the defaults of instance/ and project/',
+  '  --fault JSON|NAME    start with a fault installed, e.g. \'{"status":503,"times":2}\', or',
+  '                       rate-limit: 429 beyond 60 requests per second, like the real service',
   '  -h, --help           show this help',
   '',
   'Without a token option a random fake token is served.',
   'Then point the client at it:  export YC_METADATA_ADDR=127.0.0.1:8080',
+  '(the emulator prints that line, and the ones for Google\'s libraries and the YDB SDKs).',
   'Control API: GET /_emulator/stats, POST /_emulator/fault|token|reset',
 ].join('\n');
 
 class UsageError extends Error {}
 
-const VALUE_FLAGS = ['--host', '--port', '--token', '--token-file', '--token-env', '--expires-in', '--fault'];
+const VALUE_FLAGS = ['--host', '--port', '--token', '--token-file', '--token-env', '--expires-in', '--fault',
+  '--sa-key', '--iam-endpoint', '--token-command', '--metadata'];
 const BOOL_FLAGS = ['--countdown', '--help', '-h'];
 
 function parseArgs(argv) {
@@ -65,8 +77,13 @@ function parseArgs(argv) {
     out[key] = value;
   }
 
-  const sources = ['token', 'token-file', 'token-env'].filter(function (k) { return out[k] !== undefined; });
-  if (sources.length > 1) throw new UsageError('use only one of --token, --token-file, --token-env');
+  const sources = ['token', 'token-file', 'token-env', 'sa-key', 'token-command'].filter(function (k) { return out[k] !== undefined; });
+  if (sources.length > 1) throw new UsageError('use only one of --token, --token-file, --token-env, --sa-key, --token-command');
+  if (out['iam-endpoint'] !== undefined && out['sa-key'] === undefined) throw new UsageError('--iam-endpoint needs --sa-key');
+  if (out['token-command'] !== undefined && out['token-command'].trim() === '') throw new UsageError('--token-command must not be empty');
+  if (out.countdown && (out['sa-key'] !== undefined || out['token-command'] !== undefined)) {
+    throw new UsageError('--countdown is for a given token; real tokens always count down');
+  }
 
   if (out.port !== undefined) {
     if (!/^\d+$/.test(out.port) || Number(out.port) > 65535) {
@@ -81,12 +98,25 @@ function parseArgs(argv) {
     out['expires-in'] = Number(out['expires-in']);
   }
   if (out.host !== undefined && out.host === '') throw new UsageError('--host must not be empty');
+  if (out.metadata !== undefined) {
+    let text;
+    try {
+      text = fs.readFileSync(out.metadata, 'utf8');
+    } catch (e) {
+      throw new UsageError('cannot read --metadata: ' + e.message);
+    }
+    try {
+      out.metadata = JSON.parse(text);
+    } catch (e) {
+      throw new UsageError('--metadata is not valid JSON: ' + e.message);
+    }
+  }
   if (out.fault !== undefined) {
     let spec;
     try {
-      spec = JSON.parse(out.fault);
+      spec = Object.prototype.hasOwnProperty.call(FAULT_PRESETS, out.fault) ? out.fault : JSON.parse(out.fault);
     } catch (e) {
-      throw new UsageError('--fault is not valid JSON: ' + e.message);
+      throw new UsageError('--fault is neither valid JSON nor one of ' + Object.keys(FAULT_PRESETS).join(', ') + ': ' + e.message);
     }
     try {
       normalizeFault(spec);
@@ -157,26 +187,44 @@ function main(argv) {
   }
 
   return resolveToken(args).then(function (t) {
-    return startEmulator({
-      host: args.host,
-      port: args.port === undefined ? 8080 : args.port,
-      token: t.token,
-      expiresIn: args['expires-in'],
-      countdown: !!args.countdown,
-      quiet: false,
-    }).then(function (emu) {
+    let starting;
+    try {
+      starting = startEmulator({
+        host: args.host,
+        port: args.port === undefined ? 8080 : args.port,
+        token: t.token,
+        saKey: args['sa-key'],
+        iamEndpoint: args['iam-endpoint'],
+        tokenCommand: args['token-command'],
+        metadata: args.metadata,
+        expiresIn: args['expires-in'],
+        countdown: !!args.countdown,
+        quiet: false,
+      });
+    } catch (e) {
+      if (e.code !== 'ERR_INVALID_OPTION') throw e;
+      throw new UsageError(e.message);
+    }
+    return starting.then(function (emu) {
       if (args.fault !== undefined) emu.fault(args.fault);
-      process.stdout.write(PROG + ' listening on http://' + emu.address + '\n');
+      const url = 'http://' + emu.address;
+      process.stdout.write(PROG + ' listening on ' + url + '\n');
       process.stdout.write('export YC_METADATA_ADDR=' + emu.address + '\n');
-      process.stderr.write((t.generated ? 'no token given, serving a random fake token' : 'serving the given token') +
-        ' (sha256 fingerprint ' + emu.tokenFingerprint + ')' +
+      process.stdout.write('export GCE_METADATA_HOST=' + emu.address + '\n');
+      process.stdout.write('export YDB_METADATA_CREDENTIALS=1\n');
+      process.stdout.write('export YDB_METADATA_CREDENTIALS_ENDPOINT=' + url + TOKEN_PATH + '\n');
+      const what = args['sa-key'] !== undefined ? 'tokens of the service-account key'
+        : args['token-command'] !== undefined ? 'tokens printed by the token command'
+          : t.generated ? 'no token given, serving a random fake token' : 'serving the given token';
+      process.stderr.write(what + ' (sha256 fingerprint ' + emu.tokenFingerprint + ')' +
         (args.fault !== undefined ? ', fault ' + JSON.stringify(args.fault) : '') + '\n');
       return waitForSignal(emu);
     }, function (e) {
-      process.stderr.write(PROG + ': cannot listen: ' + e.message + '\n');
+      const why = e.syscall === 'listen' || e.code === 'EADDRINUSE' || e.code === 'EACCES' ? 'cannot listen: ' : 'cannot get a token: ';
+      process.stderr.write(PROG + ': ' + why + e.message + '\n');
       return done(1);
     });
-  }, function (e) {
+  }).catch(function (e) {
     if (!(e instanceof UsageError)) throw e;
     process.stderr.write(PROG + ': ' + e.message + '\n');
     return done(2);

@@ -28,7 +28,29 @@ export interface FaultSpec {
   dribbleMs?: number
   /** Close the connection without answering. */
   dropConnection?: boolean
+  /**
+   * Answer 429 beyond this many requests a second, on every metadata path together (stays until
+   * cleared; takes no `times`). The preset `'rate-limit'` is the real service's 60.
+   */
+  rateLimit?: number
   times?: number
+}
+
+/** Named faults: `'rate-limit'` is `{ rateLimit: 60 }`. */
+export type FaultPreset = 'rate-limit'
+
+/** A service-account authorized key, the JSON `yc iam key create` writes. */
+export interface ServiceAccountKey {
+  id: string
+  service_account_id: string
+  /** PEM, possibly after the line `PLEASE DO NOT REMOVE THIS LINE! Yandex.Cloud SA Key ID <id>`. */
+  private_key: string
+  [field: string]: unknown
+}
+
+/** Values of the metadata tree, shaped like the paths: `{ instance: { id, attributes: {...} }, project: { 'project-id' } }`. */
+export interface MetadataTree {
+  [name: string]: string | number | boolean | unknown[] | MetadataTree | null
 }
 
 export interface EmulatorOptions {
@@ -38,12 +60,23 @@ export interface EmulatorOptions {
   port?: number
   /** The token to serve. @default a random fake token */
   token?: string
-  /** The `expires_in` to report, in seconds. @default 3600 */
+  /**
+   * Real tokens: a service-account key (or the path of its JSON file) exchanged with IAM for a token,
+   * again well before each expires. The first exchange happens before `startEmulator` resolves.
+   */
+  saKey?: ServiceAccountKey | string
+  /** Where to exchange `saKey`. @default 'https://iam.api.cloud.yandex.net/iam/v1/tokens' */
+  iamEndpoint?: string
+  /** Real tokens: a shell command (e.g. `'yc iam create-token'`) whose output is the token; run again before `expiresIn` runs out. */
+  tokenCommand?: string
+  /** The `expires_in` to report, in seconds; with `tokenCommand`, the lifetime of its tokens. @default 3600 (43200 with `tokenCommand`) */
   expiresIn?: number
   /** Count `expires_in` down from when the token was set, like a caching server. @default false */
   countdown?: boolean
   /** No log lines on stderr. @default true */
   quiet?: boolean
+  /** Values over the defaults of `instance/` and `project/`; `null` removes a key. */
+  metadata?: MetadataTree
 }
 
 export interface Emulator {
@@ -56,10 +89,11 @@ export interface Emulator {
   readonly requests: number
   readonly log: ReadonlyArray<Record<string, unknown>>
   readonly bytesStreamed: number
-  /** First 8 hex digits of the token's SHA-256. */
+  /** First 8 hex digits of the current token's SHA-256. */
   readonly tokenFingerprint: string
+  /** Serve this token from now on (in place of any key or command). */
   setToken(token: string, expiresIn?: number): void
-  fault(spec: FaultSpec | null): void
+  fault(spec: FaultSpec | FaultPreset | null): void
   /** Clears the fault, the request count and the log. */
   reset(): void
   stats(): { requests: number; token_fingerprint: string; fault: FaultSpec | null; streamed_bytes: number }
@@ -67,6 +101,8 @@ export interface Emulator {
 }
 
 export function startEmulator(options?: EmulatorOptions): Promise<Emulator>
-export function normalizeFault(spec: FaultSpec | null | undefined): unknown
+export function normalizeFault(spec: FaultSpec | FaultPreset | null | undefined): unknown
 export function fingerprint(token: string): string
 export const TOKEN_PATH: string
+export const FAULT_PRESETS: Readonly<Record<FaultPreset, FaultSpec>>
+export const IAM_ENDPOINT: string

@@ -1,15 +1,19 @@
 'use strict';
 
-// A fake GCE-compatible instance metadata service, just big enough to hand
-// out a service-account token and to misbehave on purpose. It is the fixture
-// of the package's tests, so it must never leak sockets or timers: close()
-// tears down everything, including connections that a fault left hanging.
+// A GCE-compatible instance metadata service for laptops and tests: the
+// service-account token (a fake one, a given one, or real ones from a key or a
+// command: tokens.js), the metadata paths applications read (metadata.js), and
+// faults on purpose. It is the fixture of the package's tests, so it must never
+// leak sockets or timers: close() tears down everything, including connections
+// that a fault left hanging.
 //
 // Zero dependencies and Node 14 compatible on purpose: it also runs on users'
 // laptops through the CLI.
 
 const http = require('http');
 const crypto = require('crypto');
+const tokens = require('./tokens');
+const metadata = require('./metadata');
 
 const TOKEN_PATH = '/computeMetadata/v1/instance/service-accounts/default/token';
 const CONTROL_PREFIX = '/_emulator/';
@@ -33,15 +37,21 @@ const FAULT_KINDS = {
   hugeChunked: 'size',
   dribbleMs: 'ms',
   dropConnection: 'flag',
+  rateLimit: 'rate',
 };
+
+// Named faults: `--fault rate-limit` is the metadata service's own limit, 429 beyond 60 requests a
+// second (all metadata paths together).
+const FAULT_PRESETS = {
+  'rate-limit': { rateLimit: 60 },
+};
+const RATE_WINDOW_MS = 1000;
 
 function randomToken() {
   return 'emulator-' + crypto.randomBytes(16).toString('hex');
 }
 
-function fingerprint(token) {
-  return crypto.createHash('sha256').update(String(token)).digest('hex').slice(0, 8);
-}
+const fingerprint = tokens.fingerprint;
 
 function isNonNegativeInteger(v) {
   return typeof v === 'number' && Number.isInteger(v) && v >= 0;
@@ -63,8 +73,11 @@ function checkToken(v) {
 // TypeError with a message fit to show a human (CLI, control API).
 function normalizeFault(spec) {
   if (spec === null || spec === undefined) return null;
+  if (typeof spec === 'string' && Object.prototype.hasOwnProperty.call(FAULT_PRESETS, spec)) {
+    return normalizeFault(FAULT_PRESETS[spec]);
+  }
   if (typeof spec !== 'object' || Array.isArray(spec)) {
-    throw new TypeError('fault must be an object or null');
+    throw new TypeError('fault must be an object, a preset name (' + Object.keys(FAULT_PRESETS).join(', ') + ') or null');
   }
   const kinds = [];
   Object.keys(spec).forEach(function (key) {
@@ -87,6 +100,7 @@ function normalizeFault(spec) {
     if (type === 'url' && !(typeof v === 'string' && v.length > 0)) bad('a non-empty URL string');
     if (type === 'ms' && !(typeof v === 'number' && Number.isFinite(v) && v >= 0)) bad('a non-negative number of milliseconds');
     if (type === 'size' && !isNonNegativeInteger(v)) bad('a non-negative integer byte count');
+    if (type === 'rate' && !(Number.isInteger(v) && v > 0)) bad('a positive integer of requests per second');
     if (type === 'any' && v === undefined) bad('a JSON value or string');
     kinds.push(key);
   });
@@ -102,6 +116,9 @@ function normalizeFault(spec) {
   }
   if (main.length === 0 && kinds.indexOf('delayMs') === -1) {
     throw new TypeError('fault needs one of: ' + Object.keys(FAULT_KINDS).join(', '));
+  }
+  if (main[0] === 'rateLimit' && (spec.times !== undefined || spec.delayMs !== undefined)) {
+    throw new TypeError('fault.rateLimit stays until cleared: it takes no times or delayMs');
   }
   if (main[0] === 'redirect' && spec.status !== undefined && (spec.status < 300 || spec.status > 399)) {
     throw new TypeError('fault.status must be 3xx when combined with redirect');
@@ -119,11 +136,18 @@ function startEmulator(options) {
   const quiet = opts.quiet === undefined ? true : !!opts.quiet;
   const countdown = !!opts.countdown;
 
+  const say = quiet ? function () {} : function (message) { process.stderr.write(message + '\n'); };
+  // A real token source (a service-account key exchanged with IAM, or a command), or null for the
+  // static token below.
+  let source = tokenSource(opts, say);
   let token = opts.token === undefined ? randomToken() : opts.token;
   let expiresIn = opts.expiresIn === undefined ? 3600 : opts.expiresIn;
   checkToken(token);
   checkExpiresIn(expiresIn);
   let tokenSetAt = Date.now();
+  const tree = metadata.buildTree(opts.metadata);
+  // When the metadata requests of the last second were served, for the rateLimit fault.
+  const recent = [];
 
   let fault = null;
   let requests = 0;
@@ -163,12 +187,37 @@ function startEmulator(options) {
     return Math.max(0, Math.floor(leftMs / 1000));
   }
 
-  function tokenBody() {
-    return JSON.stringify({ access_token: token, expires_in: currentExpiresIn(), token_type: 'Bearer' });
+  function tokenBody(value, seconds) {
+    return JSON.stringify({ access_token: value, expires_in: seconds, token_type: 'Bearer' });
+  }
+
+  // cb(err, body): at once for the static token; from the source otherwise, which may mint first.
+  function withTokenBody(cb) {
+    if (source === null) {
+      cb(null, tokenBody(token, currentExpiresIn()));
+      return;
+    }
+    source.current().then(function (t) {
+      // Rounded down, as real metadata servers truncate.
+      cb(null, tokenBody(t.token, Math.max(0, Math.floor((t.expiresAtMs - Date.now()) / 1000))));
+    }, function (err) {
+      cb(err);
+    });
+  }
+
+  // Whether the rateLimit fault turns this metadata request away. Only served requests count,
+  // so a client that backs off gets through again.
+  function rateLimited() {
+    if (!fault || fault.kind !== 'rateLimit') return false;
+    const now = Date.now();
+    while (recent.length > 0 && recent[0] <= now - RATE_WINDOW_MS) recent.shift();
+    if (recent.length >= fault.spec.rateLimit) return true;
+    recent.push(now);
+    return false;
   }
 
   function takeFault() {
-    if (!fault) return null;
+    if (!fault || fault.kind === 'rateLimit') return null;
     const f = fault;
     if (f.remaining !== undefined) {
       if (f.remaining <= 0) {
@@ -213,12 +262,13 @@ function startEmulator(options) {
       return;
     }
     req.resume();
-    if (pathname !== TOKEN_PATH) {
+    const isToken = pathname === TOKEN_PATH;
+    if (!isToken && pathname.indexOf(metadata.PREFIX) !== 0 && pathname + '/' !== metadata.PREFIX) {
       sendText(res, 404, 'Not Found: ' + pathname + '\n');
       return;
     }
 
-    requests += 1;
+    if (isToken) requests += 1;
     if (req.method !== 'GET') {
       sendText(res, 405, 'Method Not Allowed\n', { Allow: 'GET' });
       return;
@@ -231,22 +281,44 @@ function startEmulator(options) {
       sendText(res, 403, 'Missing Metadata-Flavor:Google header.\n');
       return;
     }
+    if (rateLimited()) {
+      ctx.note = 'fault=rateLimit';
+      sendText(res, 429, 'Too Many Requests: over ' + fault.spec.rateLimit + ' requests per second.\n');
+      return;
+    }
+    if (!isToken) {
+      const a = metadata.answer(tree, pathname === '/computeMetadata/v1' ? metadata.PREFIX : pathname,
+        new URL(req.url, 'http://emulator').searchParams);
+      if (a === null) sendText(res, 404, 'Not Found: ' + pathname + '\n');
+      else send(res, a.status, a.type, a.body);
+      return;
+    }
 
     const f = takeFault();
     if (f) ctx.note = 'fault=' + f.kind + (f.spec.delayMs !== undefined ? '+delayMs' : '');
+    const serve = function () {
+      withTokenBody(function (err, body) {
+        if (socket.destroyed) return;
+        if (err) {
+          // The source's message names what failed (IAM's status, the command's exit), never a token.
+          sendText(res, 503, 'No token: ' + err.message + '\n');
+          return;
+        }
+        serveToken(req, res, socket, f, ctx, body);
+      });
+    };
     if (f && f.spec.delayMs !== undefined) {
       later(f.spec.delayMs, function () {
-        if (!socket.destroyed) serveToken(req, res, socket, f, ctx);
+        if (!socket.destroyed) serve();
       });
     } else {
-      serveToken(req, res, socket, f, ctx);
+      serve();
     }
   }
 
-  function serveToken(req, res, socket, f, ctx) {
+  function serveToken(req, res, socket, f, ctx, body) {
     const kind = f ? f.kind : 'normal';
     const spec = f ? f.spec : {};
-    const body = tokenBody();
     const bodyBytes = Buffer.from(body);
 
     switch (kind) {
@@ -420,7 +492,11 @@ function startEmulator(options) {
       f = Object.assign({}, fault.spec);
       if (fault.remaining !== undefined) f.times = fault.remaining;
     }
-    return { requests: requests, token_fingerprint: fingerprint(token), fault: f, streamed_bytes: bytesStreamed };
+    return { requests: requests, token_fingerprint: currentFingerprint(), fault: f, streamed_bytes: bytesStreamed };
+  }
+
+  function currentFingerprint() {
+    return source === null ? fingerprint(token) : source.fingerprint;
   }
 
   const emu = {
@@ -430,10 +506,12 @@ function startEmulator(options) {
     get requests() { return requests; },
     get log() { return log; },
     get bytesStreamed() { return bytesStreamed; },
-    get tokenFingerprint() { return fingerprint(token); },
+    get tokenFingerprint() { return currentFingerprint(); },
+    // A static token from now on, in place of any key or command.
     setToken: function (newToken, newExpiresIn) {
       checkToken(newToken);
       if (newExpiresIn !== undefined) checkExpiresIn(newExpiresIn);
+      source = null;
       token = newToken;
       if (newExpiresIn !== undefined) expiresIn = newExpiresIn;
       tokenSetAt = Date.now();
@@ -462,17 +540,46 @@ function startEmulator(options) {
     },
   };
 
-  return new Promise(function (resolve, reject) {
-    server.once('error', reject);
-    server.listen({ host: host, port: port }, function () {
-      server.removeListener('error', reject);
-      boundPort = server.address().port;
-      // Bracket IPv6 literals so 'host:port' stays unambiguous.
-      address = (host.indexOf(':') !== -1 ? '[' + host + ']' : host) + ':' + boundPort;
-      url = 'http://' + address + TOKEN_PATH;
-      resolve(emu);
+  // The first token is minted before the emulator answers: a bad key or an unreachable IAM fails
+  // here, not at the application's first request.
+  const first = source === null ? Promise.resolve() : source.current();
+  return first.then(function () {
+    return new Promise(function (resolve, reject) {
+      server.once('error', reject);
+      server.listen({ host: host, port: port }, function () {
+        server.removeListener('error', reject);
+        boundPort = server.address().port;
+        // Bracket IPv6 literals so 'host:port' stays unambiguous.
+        address = (host.indexOf(':') !== -1 ? '[' + host + ']' : host) + ':' + boundPort;
+        url = 'http://' + address + TOKEN_PATH;
+        resolve(emu);
+      });
     });
   });
+}
+
+// The real token source the options name, or null. Throws ERR_INVALID_OPTION for bad ones.
+function tokenSource(opts, say) {
+  const named = ['token', 'saKey', 'tokenCommand'].filter(function (k) { return opts[k] !== undefined; });
+  if (named.length > 1) {
+    throw Object.assign(new TypeError('use only one of ' + named.join(', ')), { code: 'ERR_INVALID_OPTION' });
+  }
+  if (opts.iamEndpoint !== undefined && opts.saKey === undefined) {
+    throw Object.assign(new TypeError('iamEndpoint needs saKey'), { code: 'ERR_INVALID_OPTION' });
+  }
+  if (opts.saKey !== undefined) {
+    const key = tokens.readSaKey(opts.saKey);
+    return tokens.renewingSource(tokens.saKeyMinter(key, opts.iamEndpoint), say);
+  }
+  if (opts.tokenCommand !== undefined) {
+    if (typeof opts.tokenCommand !== 'string' || opts.tokenCommand.trim() === '') {
+      throw Object.assign(new TypeError('tokenCommand must be a non-empty command line'), { code: 'ERR_INVALID_OPTION' });
+    }
+    // expiresIn, when given, is the lifetime of the command's tokens.
+    if (opts.expiresIn !== undefined) checkExpiresIn(opts.expiresIn);
+    return tokens.renewingSource(tokens.commandMinter(opts.tokenCommand, opts.expiresIn), say);
+  }
+  return null;
 }
 
 function jsonHeaders(length) {
@@ -482,6 +589,12 @@ function jsonHeaders(length) {
 function sendJson(res, status, body) {
   const buf = Buffer.isBuffer(body) ? body : Buffer.from(body);
   res.writeHead(status, jsonHeaders(buf.length));
+  res.end(buf);
+}
+
+function send(res, status, type, text) {
+  const buf = Buffer.from(text);
+  res.writeHead(status, { 'Content-Type': type, 'Metadata-Flavor': 'Google', 'Content-Length': buf.length });
   res.end(buf);
 }
 
@@ -498,4 +611,6 @@ module.exports = {
   normalizeFault: normalizeFault,
   fingerprint: fingerprint,
   TOKEN_PATH: TOKEN_PATH,
+  FAULT_PRESETS: FAULT_PRESETS,
+  IAM_ENDPOINT: tokens.IAM_ENDPOINT,
 };

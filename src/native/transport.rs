@@ -3,8 +3,11 @@
 
 use crate::error::Error;
 use crate::fetch::{self, Fetched, Transport, MAX_BODY_BYTES};
+use std::collections::HashMap;
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
+use tokio::sync::oneshot;
 
 /// A client that never uses a proxy (a proxy would see the token) and never follows a redirect
 /// (the Location would get the Metadata-Flavor header and the token request).
@@ -98,11 +101,21 @@ fn failure(error: &reqwest::Error) -> Transport {
     }
 }
 
-/// Name lookups, each on a thread of its own. The system resolver blocks; on a shared pool one
-/// hung lookup would hold up every later one (another provider's, or this provider's next
-/// attempt). An abandoned lookup finishes on its thread and is dropped. Hosts given as IP
-/// addresses never get here.
+/// Name lookups, each name on a thread of its own. The system resolver blocks; on a shared pool one
+/// hung lookup would hold up every later one (another provider's, of another name). An attempt
+/// that times out abandons its lookup, but the next attempt for the same name joins it rather than
+/// asking again: a resolver that answers in 1.2 s then still yields a token within the deadline,
+/// though every attempt's timeout is 1 s. Hosts given as IP addresses never get here.
 struct ThreadPerLookup;
+
+type Lookup = Result<Vec<SocketAddr>, Transport>;
+
+/// The lookups under way, by name, with the attempts waiting for each.
+fn pending() -> &'static Mutex<HashMap<String, Vec<oneshot::Sender<Lookup>>>> {
+    static PENDING: OnceLock<Mutex<HashMap<String, Vec<oneshot::Sender<Lookup>>>>> =
+        OnceLock::new();
+    PENDING.get_or_init(Mutex::default)
+}
 
 #[derive(Debug)]
 struct LookupFailed(Transport);
@@ -118,16 +131,26 @@ impl std::error::Error for LookupFailed {}
 impl reqwest::dns::Resolve for ThreadPerLookup {
     fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
         let host = name.as_str().to_owned();
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        let spawned = std::thread::Builder::new()
-            .name("yc-metadata-token-dns".into())
-            .spawn(move || drop(tx.send(lookup(&host))));
+        let (tx, rx) = oneshot::channel();
+        let first = {
+            let mut pending = pending().lock().unwrap_or_else(|p| p.into_inner());
+            let waiting = pending.entry(host.clone()).or_default();
+            waiting.push(tx);
+            waiting.len() == 1
+        };
+        if first {
+            let spawned = std::thread::Builder::new()
+                .name("yc-metadata-token-dns".into())
+                .spawn({
+                    let host = host.clone();
+                    move || answer(&host, lookup(&host))
+                });
+            if spawned.is_err() {
+                answer(&host, Err(Transport::NameLookupFailed));
+            }
+        }
         Box::pin(async move {
-            let result = match spawned {
-                Ok(_) => rx.await.unwrap_or(Err(Transport::NameLookupFailed)),
-                Err(_) => Err(Transport::NameLookupFailed),
-            };
-            match result {
+            match rx.await.unwrap_or(Err(Transport::NameLookupFailed)) {
                 Ok(addrs) => Ok(Box::new(addrs.into_iter()) as reqwest::dns::Addrs),
                 Err(kind) => Err(Box::new(LookupFailed(kind)) as _),
             }
@@ -135,7 +158,19 @@ impl reqwest::dns::Resolve for ThreadPerLookup {
     }
 }
 
-fn lookup(host: &str) -> Result<Vec<SocketAddr>, Transport> {
+/// Hands a finished lookup to every attempt waiting for it (the ones that gave up are gone).
+fn answer(host: &str, result: Lookup) {
+    let waiting = pending()
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .remove(host)
+        .unwrap_or_default();
+    for tx in waiting {
+        let _ = tx.send(result.clone());
+    }
+}
+
+fn lookup(host: &str) -> Lookup {
     match (host, 0).to_socket_addrs() {
         Ok(addrs) => Ok(addrs.collect()),
         Err(e) if name_does_not_exist(&e) => Err(Transport::NameNotFound),

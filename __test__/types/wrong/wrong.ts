@@ -10,3 +10,8 @@ async function main() {
   return [n, e]
 }
 void main
+
+async function withContext() {
+  return getToken({}, { token: { access_token: 't', expires_in: '60' } }) // WRONG-5
+}
+void withContext
