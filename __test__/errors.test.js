@@ -277,3 +277,87 @@ test('ERR_INVALID_OPTION: wrong call options reject', async () => {
     assert.equal(err.code, 'ERR_INVALID_OPTION')
   }
 })
+
+// A peer listening on the address that is not a metadata service.
+async function peer(answer) {
+  const net = require('net')
+  let connections = 0
+  const sockets = new Set()
+  const server = net.createServer((socket) => {
+    connections++
+    sockets.add(socket)
+    socket.on('close', () => sockets.delete(socket))
+    socket.on('error', () => {})
+    answer(socket)
+  })
+  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve))
+  return {
+    host: '127.0.0.1:' + server.address().port,
+    get connections() {
+      return connections
+    },
+    close: () => {
+      for (const socket of sockets) socket.destroy()
+      return new Promise((resolve) => server.close(resolve))
+    },
+  }
+}
+
+test('ERR_METADATA_BAD_RESPONSE, not retried: a peer that does not speak HTTP', async () => {
+  const banners = {
+    ssh: 'SSH-2.0-OpenSSH_9.2p1 Debian-2+deb12u3\r\n',
+    redis: "-ERR unknown command 'GET', with args beginning with: '/computeMetadata/v1/...'\r\n",
+    garbage: Buffer.from([0, 1, 2, 0xff, 0xfe, 13, 10, 13, 10]),
+  }
+  for (const [name, banner] of Object.entries(banners)) {
+    const server = await peer((socket) => socket.end(banner))
+    try {
+      const err = await rejection(new TokenProvider({ host: server.host }).getToken())
+      assertClean(err, 'ERR_METADATA_BAD_RESPONSE')
+      assert.match(err.message, /not HTTP/, name)
+      assert.doesNotMatch(err.message, /start the emulator|npx yc-metadata-token emulator/, name)
+      assert.equal(server.connections, 1, name + ': not retried')
+    } finally {
+      await server.close()
+    }
+  }
+})
+
+test('a connection closed before any byte, or mid-body, stays ERR_METADATA_UNREACHABLE and is retried', async () => {
+  const silent = await peer((socket) => socket.end())
+  const cut = await peer((socket) =>
+    socket.end('HTTP/1.1 200 OK\r\nMetadata-Flavor: Google\r\nContent-Length: 100\r\n\r\n{"access_token"'))
+  try {
+    for (const server of [silent, cut]) {
+      const err = await rejection(new TokenProvider({ host: server.host, maxAttempts: 2 }).getToken())
+      assertClean(err, 'ERR_METADATA_UNREACHABLE')
+      assert.equal(server.connections, 2, 'retried')
+    }
+  } finally {
+    await silent.close()
+    await cut.close()
+  }
+})
+
+test("a plain web server's 404 (no Metadata-Flavor) is ERR_METADATA_BAD_RESPONSE, not a missing service account", async () => {
+  const http = require('http')
+  const server = http.createServer((req, res) => res.writeHead(404, { 'content-type': 'text/html' }).end('<h1>404 Not Found</h1>'))
+  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve))
+  try {
+    const err = await rejection(new TokenProvider({ host: '127.0.0.1:' + server.address().port }).getToken())
+    assertClean(err, 'ERR_METADATA_BAD_RESPONSE')
+    assert.match(err.message, /not a metadata service/)
+  } finally {
+    // The client keeps its connection alive: close it from this side.
+    server.closeAllConnections()
+    await new Promise((resolve) => server.close(resolve))
+  }
+  // From a metadata service, the hint names both causes Yandex Cloud has.
+  await withEmulator({}, async (emu) => {
+    emu.fault({ status: 404 })
+    const err = await rejection(new TokenProvider({ host: emu.address }).getToken())
+    assertClean(err, 'ERR_METADATA_NO_SERVICE_ACCOUNT')
+    assert.match(err.message, /service account/)
+    assert.match(err.message, /gceHttpEndpoint/)
+  })
+})
