@@ -12,8 +12,8 @@ const assert = require('node:assert/strict')
 const fs = require('node:fs')
 const os = require('node:os')
 const path = require('node:path')
-const { spawn, spawnSync } = require('node:child_process')
-const { once } = require('node:events')
+const { spawnSync } = require('node:child_process')
+const { inNamespace } = require('./helpers')
 
 const PACKAGE = path.join(__dirname, '..')
 const EMULATOR = path.join(__dirname, '..', 'emulator')
@@ -65,26 +65,16 @@ function startDns(slowMs) {
 }
 `
 
-async function inNamespace(script) {
-  const resolv = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'yc-dns-')), 'resolv.conf')
+async function inResolverNamespace(script) {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'yc-dns-'))
+  const resolv = path.join(dir, 'resolv.conf')
   // One server, one try per query: the swallowed name fails as fast as the resolver allows.
   fs.writeFileSync(resolv, 'nameserver 127.0.0.1\noptions timeout:2 attempts:1\n')
-  const setup = `ip link set lo up && mount --bind ${resolv} /etc/resolv.conf`
-  const env = Object.assign({}, process.env)
-  delete env.YC_METADATA_ADDR
-  delete env.GCE_METADATA_HOST
-  const child = spawn('unshare', ['-m', '-n', 'sh', '-c', `${setup} && exec "$0" -e "$1"`, process.execPath, DNS_SERVER + script], {
-    env,
-    stdio: ['ignore', 'pipe', 'pipe'],
-  })
-  let out = ''
-  let err = ''
-  child.stdout.on('data', (d) => (out += d))
-  child.stderr.on('data', (d) => (err += d))
-  const [code] = await once(child, 'exit')
-  fs.rmSync(path.dirname(resolv), { recursive: true, force: true })
-  assert.equal(code, 0, `child failed: ${err}`)
-  return JSON.parse(out)
+  try {
+    return await inNamespace(['-m', '-n'], `ip link set lo up && mount --bind ${resolv} /etc/resolv.conf`, DNS_SERVER + script)
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true })
+  }
 }
 
 // Each scenario in a child of its own; the child exits at once when done (a swallowed lookup may
@@ -106,7 +96,7 @@ function scenario(body) {
 }
 
 test('a hung lookup of one name does not hold up a provider whose name resolves at once', { skip: skipReason || false }, async () => {
-  const r = await inNamespace(scenario(`
+  const r = await inResolverNamespace(scenario(`
     const hung = new TokenProvider({ host: 'hang.example:' + port }).getToken().then(() => 'token', (e) => e.code)
     await new Promise((resolve) => setTimeout(resolve, 50))
     const start = Date.now()
@@ -119,7 +109,7 @@ test('a hung lookup of one name does not hold up a provider whose name resolves 
 })
 
 test('a name that resolves slowly but within the deadline yields a token', { skip: skipReason || false }, async () => {
-  const r = await inNamespace(scenario(`
+  const r = await inResolverNamespace(scenario(`
     const start = Date.now()
     const t = await new TokenProvider({ host: 'slow.example:' + port }).getToken()
     return { token: t.token, ms: since(start) }`))
@@ -130,7 +120,7 @@ test('a name that resolves slowly but within the deadline yields a token', { ski
 })
 
 test('a name that does not exist fails at once with "name not found", not retried', { skip: skipReason || false }, async () => {
-  const r = await inNamespace(scenario(`
+  const r = await inResolverNamespace(scenario(`
     const start = Date.now()
     const provider = new TokenProvider({ host: 'nowhere.example:' + port })
     const e = await provider.getToken().then(() => null, (e) => e)

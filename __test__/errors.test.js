@@ -5,7 +5,7 @@
 
 const test = require('node:test')
 const assert = require('node:assert/strict')
-const { withEmulator, closedPort, trapServer, runNode } = require('./helpers')
+const { withEmulator, closedPort, trapServer, peerServer, runNode } = require('./helpers')
 const { TokenProvider } = require('..')
 
 const SECRET = 'secret-token-must-not-leak'
@@ -278,31 +278,6 @@ test('ERR_INVALID_OPTION: wrong call options reject', async () => {
   }
 })
 
-// A peer listening on the address that is not a metadata service.
-async function peer(answer) {
-  const net = require('net')
-  let connections = 0
-  const sockets = new Set()
-  const server = net.createServer((socket) => {
-    connections++
-    sockets.add(socket)
-    socket.on('close', () => sockets.delete(socket))
-    socket.on('error', () => {})
-    answer(socket)
-  })
-  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve))
-  return {
-    host: '127.0.0.1:' + server.address().port,
-    get connections() {
-      return connections
-    },
-    close: () => {
-      for (const socket of sockets) socket.destroy()
-      return new Promise((resolve) => server.close(resolve))
-    },
-  }
-}
-
 test('ERR_METADATA_BAD_RESPONSE, not retried: a peer that does not speak HTTP', async () => {
   const banners = {
     ssh: 'SSH-2.0-OpenSSH_9.2p1 Debian-2+deb12u3\r\n',
@@ -310,9 +285,9 @@ test('ERR_METADATA_BAD_RESPONSE, not retried: a peer that does not speak HTTP', 
     garbage: Buffer.from([0, 1, 2, 0xff, 0xfe, 13, 10, 13, 10]),
   }
   for (const [name, banner] of Object.entries(banners)) {
-    const server = await peer((socket) => socket.end(banner))
+    const server = await peerServer((socket) => socket.end(banner))
     try {
-      const err = await rejection(new TokenProvider({ host: server.host }).getToken())
+      const err = await rejection(new TokenProvider({ host: server.address }).getToken())
       assertClean(err, 'ERR_METADATA_BAD_RESPONSE')
       assert.match(err.message, /not HTTP/, name)
       assert.doesNotMatch(err.message, /start the emulator|npx yc-metadata-token emulator/, name)
@@ -324,12 +299,12 @@ test('ERR_METADATA_BAD_RESPONSE, not retried: a peer that does not speak HTTP', 
 })
 
 test('a connection closed before any byte, or mid-body, stays ERR_METADATA_UNREACHABLE and is retried', async () => {
-  const silent = await peer((socket) => socket.end())
-  const cut = await peer((socket) =>
+  const silent = await peerServer((socket) => socket.end())
+  const cut = await peerServer((socket) =>
     socket.end('HTTP/1.1 200 OK\r\nMetadata-Flavor: Google\r\nContent-Length: 100\r\n\r\n{"access_token"'))
   try {
     for (const server of [silent, cut]) {
-      const err = await rejection(new TokenProvider({ host: server.host, maxAttempts: 2 }).getToken())
+      const err = await rejection(new TokenProvider({ host: server.address, maxAttempts: 2 }).getToken())
       assertClean(err, 'ERR_METADATA_UNREACHABLE')
       assert.equal(server.connections, 2, 'retried')
     }

@@ -3,6 +3,7 @@
 // Shared fixtures: the emulator for each test, child processes for what must start from a fresh
 // process (the default provider, the environment, worker threads, exit behaviour).
 
+const assert = require('assert/strict')
 const { spawn } = require('child_process')
 const net = require('net')
 const path = require('path')
@@ -22,14 +23,20 @@ async function withEmulator(options, body) {
 }
 
 /** A server that counts every connection it gets and answers nothing useful. */
-async function trapServer() {
+function trapServer() {
+  return peerServer((socket) => socket.end('HTTP/1.1 500 Trap\r\nContent-Length: 0\r\n\r\n'))
+}
+
+/** A TCP server on loopback that hands each connection to `answer` and counts them. */
+async function peerServer(answer) {
   let connections = 0
   const sockets = new Set()
   const server = net.createServer((socket) => {
     connections++
     sockets.add(socket)
     socket.on('close', () => sockets.delete(socket))
-    socket.end('HTTP/1.1 500 Trap\r\nContent-Length: 0\r\n\r\n')
+    socket.on('error', () => {})
+    answer(socket)
   })
   await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve))
   return {
@@ -89,4 +96,25 @@ function copyPackage(app) {
   return own
 }
 
-module.exports = { ROOT, withEmulator, closedPort, trapServer, runNode, copyPackage }
+/**
+ * Runs `script` with this Node in a fresh namespace made by `unshare <flags>`, after the shell
+ * commands `setup`, with neither metadata variable set. Resolves with the JSON the script prints.
+ */
+async function inNamespace(flags, setup, script) {
+  const env = Object.assign({}, process.env)
+  delete env.YC_METADATA_ADDR
+  delete env.GCE_METADATA_HOST
+  const child = spawn('unshare', flags.concat(['sh', '-c', `${setup} && exec "$0" -e "$1"`, process.execPath, script]), {
+    env,
+    stdio: ['ignore', 'pipe', 'pipe'],
+  })
+  let out = ''
+  let err = ''
+  child.stdout.on('data', (d) => (out += d))
+  child.stderr.on('data', (d) => (err += d))
+  const code = await new Promise((resolve) => child.on('exit', resolve))
+  assert.equal(code, 0, `child failed: ${err}`)
+  return JSON.parse(out)
+}
+
+module.exports = { ROOT, withEmulator, closedPort, trapServer, peerServer, runNode, inNamespace, copyPackage }

@@ -11,8 +11,8 @@
 const test = require('node:test')
 const assert = require('node:assert/strict')
 const path = require('node:path')
-const { spawn, spawnSync } = require('node:child_process')
-const { once } = require('node:events')
+const { spawnSync } = require('node:child_process')
+const { inNamespace } = require('./helpers')
 
 const PACKAGE = path.join(__dirname, '..')
 const EMULATOR = path.join(__dirname, '..', 'emulator')
@@ -30,28 +30,10 @@ function unavailable() {
 }
 const skipReason = unavailable()
 
-/** The environment with neither metadata variable, so the default address is the only choice. */
-function cleanEnv() {
-  const env = Object.assign({}, process.env)
-  delete env.YC_METADATA_ADDR
-  delete env.GCE_METADATA_HOST
-  return env
-}
-
 /** Runs `script` with node inside a fresh network namespace; `withAddress` puts the IP on lo. */
-async function inNamespace(script, withAddress) {
+function inNetNamespace(script, withAddress) {
   const setup = 'ip link set lo up' + (withAddress ? ` && ip addr add ${METADATA_IP}/32 dev lo` : '')
-  const child = spawn('unshare', ['-n', 'sh', '-c', `${setup} && exec "$0" -e "$1"`, process.execPath, script], {
-    env: cleanEnv(),
-    stdio: ['ignore', 'pipe', 'pipe'],
-  })
-  let out = ''
-  let err = ''
-  child.stdout.on('data', (d) => (out += d))
-  child.stderr.on('data', (d) => (err += d))
-  const [code] = await once(child, 'exit')
-  assert.equal(code, 0, `child failed: ${err}`)
-  return JSON.parse(out)
+  return inNamespace(['-n'], setup, script)
 }
 
 test('default address: no host, no environment, a token from 169.254.169.254:80 in a private namespace', { skip: skipReason || false }, async () => {
@@ -72,7 +54,7 @@ test('default address: no host, no environment, a token from 169.254.169.254:80 
       }))
       await emu.close()
     })().catch((e) => { console.error(e.code, e.message); process.exit(1) })`
-  const r = await inNamespace(script, true)
+  const r = await inNetNamespace(script, true)
   assert.equal(r.token, 'netns-token')
   assert.equal(r.again, 'netns-token')
   assert.ok(r.expiresInSeconds > 3590 && r.expiresInSeconds <= 3600)
@@ -91,7 +73,7 @@ test('default address, nothing there (off-cloud): a clear ERR_METADATA_UNREACHAB
     getToken().then(
       () => { console.error('got a token from nowhere'); process.exit(1) },
       (e) => process.stdout.write(JSON.stringify({ code: e.code, message: e.message, ms: Date.now() - start })))`
-  const r = await inNamespace(script, false)
+  const r = await inNetNamespace(script, false)
   assert.equal(r.code, 'ERR_METADATA_UNREACHABLE')
   assert.match(r.message, /169\.254\.169\.254/)
   assert.match(r.message, /YC_METADATA_ADDR/)
@@ -106,7 +88,7 @@ test('default address, the address there but nothing listening: refused, ERR_MET
     getToken().then(
       () => { console.error('got a token from nowhere'); process.exit(1) },
       (e) => process.stdout.write(JSON.stringify({ code: e.code, message: e.message, ms: Date.now() - start })))`
-  const r = await inNamespace(script, true)
+  const r = await inNetNamespace(script, true)
   assert.equal(r.code, 'ERR_METADATA_UNREACHABLE')
   assert.match(r.message, /connection refused/)
   assert.ok(r.ms < 3500, `${r.ms} ms`)
