@@ -485,17 +485,29 @@ mod tests {
         }
     }
 
+    /// Caller `id` asks while nothing is held: the flight it starts runs on `script`.
+    fn fetch(
+        cache: &mut Cache<u32>,
+        clock: &mut Clock,
+        id: u32,
+        mut script: Vec<Result<Fetched, Error>>,
+        took: f64,
+    ) -> (Outcome, Vec<u32>) {
+        let (got, step) = get(cache, clock, false, id);
+        assert!(got.is_none());
+        fly(
+            cache,
+            clock,
+            step.expect("a flight starts"),
+            &mut script,
+            took,
+        )
+    }
+
     /// A cache holding `name`, fetched just now.
     fn filled(clock: &mut Clock, name: &str, secs: u64) -> Cache<u32> {
         let mut cache = cache();
-        let (_, step) = get(&mut cache, clock, false, 0);
-        let _ = fly(
-            &mut cache,
-            clock,
-            step.unwrap(),
-            &mut vec![token(name, secs)],
-            0.001,
-        );
+        let _ = fetch(&mut cache, clock, 0, vec![token(name, secs)], 0.001);
         cache
     }
 
@@ -747,13 +759,12 @@ mod tests {
     fn retries_within_one_flight_and_counts_them() {
         let mut clock = Clock::new();
         let mut cache = cache();
-        let (_, step) = get(&mut cache, &clock, false, 1);
-        let mut script = vec![
+        let script = vec![
             Err(Error::Unreachable("connection refused")),
             Err(Error::Status(503)),
             token("a", 60),
         ];
-        let (outcome, _) = fly(&mut cache, &mut clock, step.unwrap(), &mut script, 0.001);
+        let (outcome, _) = fetch(&mut cache, &mut clock, 1, script, 0.001);
         assert_eq!(outcome.unwrap().attempts, 3);
         let stats = cache.stats(clock.now());
         assert_eq!((stats.requests, stats.retries, stats.fetches), (3, 2, 1));
@@ -764,9 +775,8 @@ mod tests {
         let mut clock = Clock::new();
         let mut cache = cache();
         let started = clock.now().mono;
-        let (_, step) = get(&mut cache, &clock, false, 1);
-        let mut timeouts = vec![Err(Error::Timeout); 5];
-        let (outcome, _) = fly(&mut cache, &mut clock, step.unwrap(), &mut timeouts, 1.0);
+        let timeouts = vec![Err(Error::Timeout); 5];
+        let (outcome, _) = fetch(&mut cache, &mut clock, 1, timeouts, 1.0);
         assert_eq!(outcome.unwrap_err().error, Error::Timeout);
         assert!(clock.now().mono - started <= DEFAULT_DEADLINE + Duration::from_secs(1));
     }
@@ -775,23 +785,15 @@ mod tests {
     fn failures_reach_waiters_and_the_next_call_tries_again() {
         let mut clock = Clock::new();
         let mut cache = cache();
-        let (_, step) = get(&mut cache, &clock, false, 1);
-        let (outcome, waiters) = fly(
+        let (outcome, waiters) = fetch(
             &mut cache,
             &mut clock,
-            step.unwrap(),
-            &mut vec![Err(Error::NoServiceAccount)],
+            1,
+            vec![Err(Error::NoServiceAccount)],
             0.001,
         );
         assert_eq!((outcome.unwrap_err().attempts, waiters), (1, vec![1]));
-        let (_, step) = get(&mut cache, &clock, false, 2);
-        let (outcome, _) = fly(
-            &mut cache,
-            &mut clock,
-            step.unwrap(),
-            &mut vec![token("a", 60)],
-            0.001,
-        );
+        let (outcome, _) = fetch(&mut cache, &mut clock, 2, vec![token("a", 60)], 0.001);
         assert_eq!(outcome.unwrap().token, "a");
     }
 
@@ -809,14 +811,7 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert!(!cache.in_flight());
-        let (_, step) = get(&mut cache, &clock, false, 2);
-        let (outcome, _) = fly(
-            &mut cache,
-            &mut clock,
-            step.unwrap(),
-            &mut vec![token("a", 60)],
-            0.001,
-        );
+        let (outcome, _) = fetch(&mut cache, &mut clock, 2, vec![token("a", 60)], 0.001);
         assert_eq!(outcome.unwrap().token, "a");
     }
 
@@ -843,14 +838,7 @@ mod tests {
     fn a_token_slower_than_its_life_is_a_bad_response() {
         let mut clock = Clock::new();
         let mut cache = cache();
-        let (_, step) = get(&mut cache, &clock, false, 1);
-        let (outcome, _) = fly(
-            &mut cache,
-            &mut clock,
-            step.unwrap(),
-            &mut vec![token("a", 1)],
-            1.5,
-        );
+        let (outcome, _) = fetch(&mut cache, &mut clock, 1, vec![token("a", 1)], 1.5);
         assert_eq!(
             outcome.unwrap_err().error.code(),
             "ERR_METADATA_BAD_RESPONSE"
