@@ -120,9 +120,11 @@ TBD
     mkdir -p "$STUB"
     printf '!<arch>\n' > "$STUB/libnode.a"
     : > "$STUB/libnode.dll"
-    # The napi CLI refuses windows-gnu cross builds: cargo-zigbuild directly.
+    # The napi CLI refuses windows-gnu cross builds: cargo-zigbuild directly. `rustc --crate-type
+    # cdylib` because with the rlib crate type beside it rustc skips LTO, and windows-gnu compiles
+    # without function sections, so the linker cannot drop unused code either: 2.5 MB instead of 1.3.
     LIBNODE_PATH="$STUB" CARGO_TARGET_X86_64_PC_WINDOWS_GNU_RUSTFLAGS="-C link-arg=$PWD/scripts/platforms/win32-exports.def" \
-      cargo zigbuild --release --lib --target "$TARGET" --features napi/dyn-symbols
+      cargo-zigbuild rustc --release --lib --crate-type cdylib --target "$TARGET" --features napi/dyn-symbols
     cp "$CARGO_TARGET_DIR/$TARGET/release/yc_metadata_token.dll" "$OUT_DIR/yc-metadata-token.win32-x64-gnu.node"
     ;;
 esac

@@ -1,8 +1,8 @@
 /*
  * Test-only stand-in for Windows' bcryptprimitives.dll, which Wine 8 does not have. Rust's std
  * imports ProcessPrng from it (HashMap keys, tokio), so without it the addon fails to load under
- * Wine, although Windows 10 and newer ship it. scripts/test-platforms.js builds this with zig next
- * to node.exe in .cache/; it is never packaged.
+ * Wine, although Windows 10 and newer ship it. scripts/test-platforms.js builds this with zig into
+ * the system32 of its own Wine prefix under .cache/; it is never packaged.
  */
 #include <windows.h>
 #include <bcrypt.h>
