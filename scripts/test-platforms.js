@@ -314,6 +314,18 @@ function checkDarwin(platform, binary) {
   }
 }
 
+// The newest glibc symbol version a gnu addon needs: 2.17 at most (CentOS/RHEL 7), as npm test
+// checks for linux-x64-gnu.
+const MAX_GLIBC = '2.17'
+function checkGlibcFloor(binary) {
+  const out = sh('llvm-objdump-14', ['-T', binary], { maxBuffer: 64 * 1024 * 1024 })
+  const versions = Array.from(new Set(Array.from(out.matchAll(/\bGLIBC_(\d+(?:\.\d+)+)\b/g), (m) => m[1]))).sort(compareVersions)
+  if (versions.length === 0) throw new Error('no GLIBC_ symbol versions: not a glibc binary?')
+  const newest = versions[versions.length - 1]
+  if (compareVersions(newest, MAX_GLIBC) > 0) throw new Error('needs GLIBC_' + newest + ', newer than ' + MAX_GLIBC)
+  return 'newest symbol GLIBC_' + newest
+}
+
 // The DLLs the win32 addon imports: system DLLs only, nothing from node (dyn-symbols).
 function checkWindowsImports(binary) {
   const out = sh('llvm-objdump-14', ['-p', binary])
@@ -386,6 +398,15 @@ async function main() {
     const size = fs.statSync(p.binary).size
     const row = { platform: p.platform, check: 'size', node: '', result: '', detail: size + ' bytes' }
     record(row, size > MAX_ADDON_BYTES ? new Error(size + ' bytes, budget ' + MAX_ADDON_BYTES) : null)
+  }
+  for (const p of selected.filter((p) => p.libc === 'glibc')) {
+    const row = { platform: p.platform, check: 'glibc floor', node: '' }
+    try {
+      row.detail = checkGlibcFloor(p.binary)
+      record(row)
+    } catch (err) {
+      record(row, err)
+    }
   }
   for (const p of selected.filter((p) => p.os === 'darwin')) {
     const row = { platform: p.platform, check: 'Mach-O', node: '' }
