@@ -133,7 +133,11 @@ async function check() {
     await emulator.close()
   }
   const cli = require('path').join(emulatorDir, 'cli.js')
-  const syntax = require('child_process').spawnSync(process.execPath, ['--check', cli], { encoding: 'utf8' })
+  // Under qemu-user with no binfmt_misc the kernel cannot start process.execPath by itself: the
+  // caller names the emulator to put in front of it (a JSON array, e.g. ["qemu-aarch64"]).
+  const launcher = process.env.CHECK_EXEC_LAUNCHER ? JSON.parse(process.env.CHECK_EXEC_LAUNCHER) : []
+  const argv = launcher.concat([process.execPath, '--check', cli])
+  const syntax = require('child_process').spawnSync(argv[0], argv.slice(1), { encoding: 'utf8' })
   assert.strictEqual(syntax.status, 0, 'emulator/cli.js does not parse on Node ' + process.version + ':\n' + syntax.stderr)
 
   if (typeof AbortController === 'function') {

@@ -94,14 +94,42 @@ async function npm(args, cwd, timeoutMs) {
   return result
 }
 
+// The npm/<platform>/ name of the machine running this script, as a user's npm would pick it.
+function hostPlatform() {
+  const base = process.platform + '-' + process.arch
+  // The win32 package holds the windows-gnu build (scripts/build-release.sh).
+  if (process.platform === 'win32') return base + '-gnu'
+  if (process.platform !== 'linux') return base
+  const report = process.report && process.report.getReport()
+  return base + (report && report.header && report.header.glibcVersionRuntime ? '-gnu' : '-musl')
+}
+
 // Packs and installs into <workDir>/app, offline and with no cargo on PATH, with the check script
 // beside node_modules where a user's code would be.
-async function installPacked(workDir) {
+async function installPacked(workDir, platform) {
   fs.rmSync(workDir, { recursive: true, force: true })
   const packed = packAll(path.join(workDir, 'tarballs'))
-  const tarballs = [packed.root.tarball].concat(packed.platforms.map((p) => p.tarball))
-  const app = await installTarballs(path.join(workDir, 'app'), tarballs)
-  return { app, packed }
+  const installed = await installFromPacked(path.join(workDir, 'app'), packed, platform || hostPlatform())
+  return { app: installed.app, packed, platform: installed.platform }
+}
+
+// Installs the packed root tarball the way a user's npm installs the published package: its
+// optionalDependencies name every platform package, here pointed at the packed tarballs
+// (`overrides`), and npm itself keeps the one whose os/cpu/libc fit. For another platform than
+// the host's, npm is told that platform (--os/--cpu/--libc), as when node_modules is built for a
+// container image. Exactly the root and `platform`'s package must end up installed: naming a
+// platform tarball on the command line would skip npm's choice (and is EBADPLATFORM elsewhere).
+async function installFromPacked(app, packed, platform) {
+  const target = packed.platforms.find((p) => p.platform === platform)
+  if (!target) throw new Error('no built platform package for ' + platform + ' (packed: ' + packed.platforms.map((p) => p.platform).join(', ') + ')')
+  const overrides = {}
+  for (const p of packed.platforms) overrides[p.name] = 'file:' + p.tarball
+  const args = ['--os=' + target.os, '--cpu=' + target.cpu].concat(target.libc ? ['--libc=' + target.libc] : [])
+  await installTarballs(app, [packed.root.tarball], { overrides, args })
+  const names = fs.readdirSync(path.join(app, 'node_modules')).filter((n) => !n.startsWith('.')).sort()
+  const expected = [packed.root.name, target.name].sort()
+  if (names.join() !== expected.join()) throw new Error('npm installed ' + names.join(', ') + ' for ' + platform + ', expected ' + expected.join(', '))
+  return { app, platform: target }
 }
 
 // The root package alone, as `npm ci --omit=optional` or a lockfile from another OS leaves it: the
@@ -110,10 +138,13 @@ async function installRootOnly(workDir, packed) {
   return installTarballs(path.join(workDir, 'app-root-only'), [packed.root.tarball])
 }
 
-async function installTarballs(app, tarballs) {
+async function installTarballs(app, tarballs, options) {
+  const extra = options || {}
   fs.mkdirSync(app, { recursive: true })
-  fs.writeFileSync(path.join(app, 'package.json'), JSON.stringify({ name: 'app', private: true }) + '\n')
-  await npm(['install', '--offline', '--no-audit', '--no-fund', '--no-package-lock'].concat(tarballs), app)
+  const manifest = { name: 'app', private: true }
+  if (extra.overrides) manifest.overrides = extra.overrides
+  fs.writeFileSync(path.join(app, 'package.json'), JSON.stringify(manifest, null, 2) + '\n')
+  await npm(['install', '--offline', '--no-audit', '--no-fund', '--no-package-lock'].concat(extra.args || [], tarballs), app)
   fs.copyFileSync(CHECK_SCRIPT, path.join(app, 'check.js'))
   return app
 }
@@ -157,6 +188,27 @@ function median(values) {
   return sorted.length % 2 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2
 }
 
+// Runs the Node binary `node.bin`: directly, or through `node.launcher` (qemu-user, Wine, a mount
+// namespace: scripts/test-platforms.js) with `node.env` added and `node.timeoutMs` as the limit.
+// Wine's console does not write into pipes, so with `node.outputToFiles` output goes through files.
+async function runNode(node, args, options) {
+  const argv = (node.launcher || []).concat([node.bin], args)
+  const opts = Object.assign({}, options, { env: Object.assign({}, options.env, node.env) })
+  if (node.timeoutMs) opts.timeoutMs = node.timeoutMs
+  if (!node.outputToFiles) return run(argv[0], argv.slice(1), opts)
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'yc-metadata-token-out-'))
+  const out = path.join(dir, 'stdout')
+  const err = path.join(dir, 'stderr')
+  try {
+    const script = 'out=$1 err=$2; shift 2; exec "$@" >"$out" 2>"$err"'
+    const result = await run('sh', ['-c', script, 'sh', out, err].concat(argv), opts)
+    const read = (file) => (fs.existsSync(file) ? fs.readFileSync(file, 'utf8') : '')
+    return Object.assign(result, { stdout: read(out), stderr: read(err) })
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true })
+  }
+}
+
 // Runs check.js on one Node binary against a running emulator that hands out `token`. Resolves
 // the check's summary or rejects with the child's output.
 // `driver`: the one the install must choose by itself (native with a platform package, wasm with the
@@ -169,7 +221,7 @@ async function checkOn(node, app, address, token, port, driver) {
     EXPECT_DRIVER: driver || 'native',
     YC_METADATA_TOKEN_DRIVER: '',
   })
-  const result = await run(node.bin, ['check.js', 'check'], { cwd: app, env })
+  const result = await runNode(node, ['check.js', 'check'], { cwd: app, env })
   if (result.code !== 0) {
     throw new Error('check on Node ' + node.version + ' failed (' + (result.code === null ? result.signal : result.code) + '):\n' + result.stderr + result.stdout)
   }
@@ -182,7 +234,7 @@ async function requireMs(node, app) {
   const times = { warm: [], cold: [] }
   for (let i = 0; i < REQUIRE_RUNS; i++) {
     for (const mode of ['warm', 'cold']) {
-      const result = await run(node.bin, ['check.js', 'time', mode], { cwd: app, env: cleanEnv({ YC_METADATA_TOKEN_DRIVER: '' }) })
+      const result = await runNode(node, ['check.js', 'time', mode], { cwd: app, env: cleanEnv({ YC_METADATA_TOKEN_DRIVER: '' }) })
       if (result.code !== 0) throw new Error('require on Node ' + node.version + ' failed:\n' + result.stderr)
       times[mode].push(Number(result.stdout.trim()))
     }
@@ -266,7 +318,7 @@ async function main() {
   console.table(rows)
 }
 
-module.exports = { MAJORS, REQUIRE_RUNS, installPacked, installRootOnly, ensureNode, checkOn, requireMs, formatMs, closedPort, pathWithoutCargo, cleanEnv, run, releaseBinary }
+module.exports = { MAJORS, REQUIRE_RUNS, hostPlatform, installPacked, installFromPacked, installRootOnly, installTarballs, ensureNode, checkOn, runNode, requireMs, formatMs, closedPort, pathWithoutCargo, cleanEnv, run, releaseBinary }
 
 if (require.main === module) {
   main().catch((err) => {

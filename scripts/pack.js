@@ -23,7 +23,7 @@ function readJson(file) {
   return JSON.parse(fs.readFileSync(file, 'utf8'))
 }
 
-// { dir, name, version, binary } for each npm/<platform>/ directory.
+// { dir, platform, name, version, binary, os, cpu, libc } for each npm/<platform>/ directory.
 function platformPackages() {
   return fs
     .readdirSync(NPM_DIR)
@@ -31,7 +31,16 @@ function platformPackages() {
     .map((entry) => {
       const dir = path.join(NPM_DIR, entry)
       const manifest = readJson(path.join(dir, 'package.json'))
-      return { dir, name: manifest.name, version: manifest.version, binary: path.join(dir, manifest.main) }
+      return {
+        dir,
+        platform: entry,
+        name: manifest.name,
+        version: manifest.version,
+        binary: path.join(dir, manifest.main),
+        os: manifest.os[0],
+        cpu: manifest.cpu[0],
+        libc: manifest.libc ? manifest.libc[0] : undefined,
+      }
     })
 }
 
@@ -88,7 +97,7 @@ function packAll(destination) {
   fs.mkdirSync(destination, { recursive: true })
   const platforms = platformPackages()
     .filter((p) => fs.existsSync(p.binary))
-    .map((p) => Object.assign({ name: p.name, binary: p.binary }, npmPack(p.dir, destination)))
+    .map((p) => Object.assign({ platform: p.platform, name: p.name, binary: p.binary, os: p.os, cpu: p.cpu, libc: p.libc }, npmPack(p.dir, destination)))
   return { root: packRoot(destination), platforms }
 }
 
