@@ -9,9 +9,18 @@
 // This runs on every cold start, so finding the addon stats a few files: no process.report, no
 // child process, and the platform package is first looked for where npm, yarn and pnpm put it (a
 // stat costs ~0.05 ms, resolving a package name by require ~0.5 ms).
+//
+// It also runs inside bundles (README "Bundlers"), so every path and require here is written for
+// what esbuild, webpack and @vercel/ncc make of it: none of them may fail the build, copy
+// node_modules or turn a require into an empty context, and the addon is found where each of them
+// can be told to put it.
 
-const { existsSync } = require('fs')
-const { join } = require('path')
+// Files are looked for only where there are both a __dirname and a require: an ES module bundle
+// (esbuild --format=esm) has neither unless its banner makes them (README "Bundlers"), and
+// esbuild's stand-in for require throws. Elsewhere the platform package's name is all there is.
+const FILES = typeof __dirname === 'string' && typeof require === 'function'
+const existsSync = FILES ? require('fs').existsSync : null
+const join = FILES ? require('path').join : null
 
 const PACKAGE = 'yc-metadata-token'
 const DRIVER_VARIABLE = 'YC_METADATA_TOKEN_DRIVER'
@@ -38,7 +47,7 @@ function candidates() {
   const gnu = 'linux-' + arch + '-gnu'
   const musl = 'linux-' + arch + '-musl'
   const loader = MUSL_LOADER_ARCH[arch]
-  return loader && existsSync('/lib/ld-musl-' + loader + '.so.1') ? [musl, gnu] : [gnu, musl]
+  return loader && FILES && existsSync('/lib/ld-musl-' + loader + '.so.1') ? [musl, gnu] : [gnu, musl]
 }
 
 // process.dlopen is what require() does for a .node file, without its module resolution
@@ -53,20 +62,36 @@ function isMissing(err, request) {
   return err.code === 'MODULE_NOT_FOUND' && String(err.message).indexOf("'" + request + "'") !== -1
 }
 
+// Where a platform package's addon is when the package manager hoisted it beside this package,
+// one literal path per platform: @vercel/ncc copies the one file such a path names into its output
+// (a path computed from the platform's name made it copy the whole node_modules folder). The plain
+// require('path') here is how ncc knows this join for path.join.
+function hoisted(name) {
+  const { join } = require('path')
+  switch (name) {
+    case 'linux-x64-gnu': return join(__dirname, '..', 'yc-metadata-token-linux-x64-gnu', 'yc-metadata-token.linux-x64-gnu.node')
+    case 'linux-x64-musl': return join(__dirname, '..', 'yc-metadata-token-linux-x64-musl', 'yc-metadata-token.linux-x64-musl.node')
+    case 'linux-arm64-gnu': return join(__dirname, '..', 'yc-metadata-token-linux-arm64-gnu', 'yc-metadata-token.linux-arm64-gnu.node')
+    case 'linux-arm64-musl': return join(__dirname, '..', 'yc-metadata-token-linux-arm64-musl', 'yc-metadata-token.linux-arm64-musl.node')
+    case 'darwin-x64': return join(__dirname, '..', 'yc-metadata-token-darwin-x64', 'yc-metadata-token.darwin-x64.node')
+    case 'darwin-arm64': return join(__dirname, '..', 'yc-metadata-token-darwin-arm64', 'yc-metadata-token.darwin-arm64.node')
+    case 'win32-x64-msvc': return join(__dirname, '..', 'yc-metadata-token-win32-x64-msvc', 'yc-metadata-token.win32-x64-msvc.node')
+  }
+  return null
+}
+
 // The addon, or { failures } naming each candidate tried and what happened to it.
 function loadNative() {
   const failures = []
   for (const name of candidates()) {
     const file = PACKAGE + '.' + name + '.node'
     const platformPackage = PACKAGE + '-' + name
-    const places = [
-      join(__dirname, file),
-      join(__dirname, 'node_modules', platformPackage, file),
-      join(__dirname, '..', platformPackage, file),
-    ]
+    // Beside this file: a local build, or the addon put beside a bundle. In node_modules here: a
+    // nested install, or a bundle whose output keeps the platform package's folder.
+    const places = FILES ? [join(__dirname, file), join(__dirname, 'node_modules', platformPackage, file), hoisted(name)] : []
     let found = false
     for (const place of places) {
-      if (!existsSync(place)) continue
+      if (place === null || !existsSync(place)) continue
       found = true
       try {
         return { addon: dlopen(place), from: place }
@@ -75,10 +100,17 @@ function loadNative() {
       }
     }
     if (found) continue
-    try {
-      return { addon: require(platformPackage), from: platformPackage }
-    } catch (err) {
-      failures.push(isMissing(err, platformPackage) ? platformPackage + ': not installed' : platformPackage + ': ' + firstLine(err))
+    // webpack (and ncc, built on it) would make this computed require an empty context and warn
+    // about it in every build; they know typeof __webpack_require__ at build time and leave the
+    // branch out. Everywhere else it finds the package by Node's own resolution.
+    if (typeof __webpack_require__ !== 'function') {
+      try {
+        return { addon: require(platformPackage), from: platformPackage }
+      } catch (err) {
+        failures.push(isMissing(err, platformPackage) ? platformPackage + ': not installed' : platformPackage + ': ' + firstLine(err))
+      }
+    } else {
+      failures.push(platformPackage + ': not in this bundle')
     }
   }
   return { failures }
@@ -95,7 +127,7 @@ function unsupported(failures, wasmError) {
       failures.join('; ') + '. ' +
       (SUPPORTED.indexOf(name) !== -1
         ? 'Install again without --no-optional / --omit=optional, on the platform that runs the code ' +
-          '(node_modules copied from another OS or libc lacks it)'
+          '(node_modules copied from another OS or libc lacks it); in a bundle, see "Bundlers" in the README'
         : 'Prebuilt platforms: ' + SUPPORTED.join(', ')) +
       (wasmError ? '; the WebAssembly driver did not load either: ' + firstLine(wasmError) : '; or unset ' + DRIVER_VARIABLE + ' to use the WebAssembly driver') +
       '.'
