@@ -161,7 +161,7 @@ test('bundles by esbuild, webpack and ncc run from their output folder alone', {
   // Copies the output folder into an empty folder of its own, runs the bundle there with the
   // emulator's address, and returns what the handler got and the driver's load line (debug output
   // names where the addon came from; it never shows the token).
-  async function runAlone(out, entry) {
+  async function runAlone(out, entry, env) {
     const alone = fs.mkdtempSync(path.join(os.tmpdir(), 'yc-bundle-alone-'))
     for (let dir = alone; dir !== path.dirname(dir); dir = path.dirname(dir)) {
       assert.ok(!fs.existsSync(path.join(path.dirname(dir), 'node_modules')), 'a node_modules above ' + alone)
@@ -170,7 +170,7 @@ test('bundles by esbuild, webpack and ncc run from their output folder alone', {
     const before = emulator.requests
     const r = await run(process.execPath, ['-e', RUNNER, path.join(alone, entry)], {
       cwd: alone,
-      env: cleanEnv({ YC_METADATA_ADDR: emulator.address, NODE_DEBUG: 'yc-metadata-token' }),
+      env: cleanEnv(Object.assign({ YC_METADATA_ADDR: emulator.address, NODE_DEBUG: 'yc-metadata-token' }, env)),
     })
     fs.rmSync(alone, { recursive: true, force: true })
     assert.equal(r.code, 0, r.stderr)
@@ -203,17 +203,24 @@ test('bundles by esbuild, webpack and ncc run from their output folder alone', {
       const got = await runAlone(out, 'handler.js')
       assert.deepEqual([got.tokenSha256, got.driver, got.requests], [tokenSha256, 'wasm', 1], JSON.stringify(got))
       assert.match(got.load, /no native addon loaded \(.*yc-metadata-token-linux-x64-gnu: not installed/)
+      // Native forced where the bundle carries none: one error naming every package tried.
+      const forced = await runAlone(out, 'handler.js', { YC_METADATA_TOKEN_DRIVER: 'native' })
+      assert.equal(forced.code, 'ERR_METADATA_UNSUPPORTED_PLATFORM', JSON.stringify(forced))
+      assert.match(forced.message, /yc-metadata-token-linux-x64-gnu: not installed/)
+      assert.match(forced.message, /yc-metadata-token-linux-x64-musl: not installed/)
+      assert.match(forced.message, /in a bundle, see "Bundlers" in the README/)
+      assert.equal(forced.requests, 0)
     })
 
-    await t.test('esbuild --format=cjs with the addon as a copied entry point: native', async () => {
+    await t.test('esbuild --format=cjs with the addon as an entry point, copied beside the bundle: native', async () => {
       const out = path.join(work, 'esbuild-cjs-native')
-      const b = await esbuild(app, ['handler.js', path.join('node_modules', PLATFORM_PACKAGE, ADDON), '--loader:.node=copy',
+      const b = await esbuild(app, ['handler.js', path.join('node_modules', PLATFORM_PACKAGE, ADDON), '--loader:.node=copy', '--entry-names=[name]',
         '--bundle', '--platform=node', '--format=cjs', '--outdir=' + out])
       assert.equal(b.code, 0, b.stderr)
-      assert.deepEqual(record('esbuild cjs + addon', out, 'native'), ['handler.js', path.join('node_modules', PLATFORM_PACKAGE, ADDON)])
+      assert.deepEqual(record('esbuild cjs + addon', out, 'native'), ['handler.js', ADDON])
       const got = await runAlone(out, 'handler.js')
       assert.deepEqual([got.tokenSha256, got.driver, got.requests], [tokenSha256, 'native', 1], JSON.stringify(got))
-      assert.ok(got.load.includes('loaded <alone>/node_modules/' + PLATFORM_PACKAGE + '/' + ADDON), got.load)
+      assert.ok(got.load.includes('loaded <alone>/' + ADDON), got.load)
     })
 
     await t.test('esbuild --format=esm, no option: the wasm driver', {
@@ -231,15 +238,15 @@ test('bundles by esbuild, webpack and ncc run from their output folder alone', {
       assert.match(got.load, /no native addon loaded \(.*yc-metadata-token-linux-x64-musl: /)
     })
 
-    await t.test('esbuild --format=esm with the banner and the addon as a copied entry point: native', async () => {
+    await t.test('esbuild --format=esm with the banner and the addon as an entry point, copied beside the bundle: native', async () => {
       const out = path.join(work, 'esbuild-esm-native')
-      const b = await esbuild(app, ['handler.mjs', path.join('node_modules', PLATFORM_PACKAGE, ADDON), '--loader:.node=copy',
+      const b = await esbuild(app, ['handler.mjs', path.join('node_modules', PLATFORM_PACKAGE, ADDON), '--loader:.node=copy', '--entry-names=[name]',
         '--bundle', '--platform=node', '--format=esm', '--outdir=' + out, '--out-extension:.js=.mjs', '--banner:js=' + ESM_BANNER])
       assert.equal(b.code, 0, b.stderr)
-      record('esbuild esm + banner + addon', out, 'native')
+      assert.deepEqual(record('esbuild esm + banner + addon', out, 'native'), ['handler.mjs', ADDON])
       const got = await runAlone(out, 'handler.mjs')
       assert.deepEqual([got.tokenSha256, got.driver, got.requests], [tokenSha256, 'native', 1], JSON.stringify(got))
-      assert.ok(got.load.includes('loaded <alone>/node_modules/' + PLATFORM_PACKAGE + '/' + ADDON), got.load)
+      assert.ok(got.load.includes('loaded <alone>/' + ADDON), got.load)
     })
 
     await t.test('webpack 5 target node, no option: the wasm driver, no warning', async () => {
