@@ -43,10 +43,11 @@ export const handler = async (event, context) => {
 }
 `
 // Loads the bundle as a Cloud Functions runtime would, calls the handler once and prints what it
-// got; the token itself only as its SHA-256.
+// got; the token itself only as its SHA-256. A file, not node -e: there require is a global, and an
+// ES module bundle would find it.
 const RUNNER = `
 const { pathToFileURL } = require('url')
-import(pathToFileURL(process.argv[1]).href)
+import(pathToFileURL(process.argv[2]).href)
   .then((m) => (m.handler || m.default.handler)({ httpMethod: 'GET' }, {}))
   .then((r) => {
     const tokenSha256 = require('crypto').createHash('sha256').update(r.token).digest('hex')
@@ -167,8 +168,10 @@ test('bundles by esbuild, webpack and ncc run from their output folder alone', {
       assert.ok(!fs.existsSync(path.join(path.dirname(dir), 'node_modules')), 'a node_modules above ' + alone)
     }
     fs.cpSync(out, alone, { recursive: true })
+    const runner = path.join(alone, 'runtime.cjs')
+    fs.writeFileSync(runner, RUNNER)
     const before = emulator.requests
-    const r = await run(process.execPath, ['-e', RUNNER, path.join(alone, entry)], {
+    const r = await run(process.execPath, [runner, path.join(alone, entry)], {
       cwd: alone,
       env: cleanEnv(Object.assign({ YC_METADATA_ADDR: emulator.address, NODE_DEBUG: 'yc-metadata-token' }, env)),
     })
