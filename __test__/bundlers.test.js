@@ -295,3 +295,42 @@ test('bundles by esbuild, webpack and ncc run from their output folder alone', {
     fs.rmSync(work, { recursive: true, force: true })
   }
 })
+
+// ncc copies only what a literal path names: every platform the release publishes needs its
+// hoisted path written out in binding.js, or ncc bundles for it would silently lose the addon.
+test('the loader names the hoisted addon of every published platform by a literal path', {
+  skip: process.env.YC_METADATA_TOKEN_DRIVER === 'wasm' && 'driver-independent: checked in the native pass',
+}, () => {
+  const { platformPackages } = require('../scripts/pack')
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'yc-hoisted-'))
+  try {
+    const pkg = path.join(dir, 'node_modules', 'yc-metadata-token')
+    fs.mkdirSync(pkg, { recursive: true })
+    fs.copyFileSync(path.join(ROOT, 'binding.js'), path.join(pkg, 'binding.js'))
+    const platforms = platformPackages()
+    assert.ok(platforms.length >= 7, platforms.map((p) => p.name).join(', '))
+    for (const { name } of platforms) {
+      const platform = name.slice('yc-metadata-token-'.length)
+      const [platformName, arch] = platform.split('-')
+      // A file that is there but no addon: the loader must reach it by its stat, and say so.
+      const addon = path.join(dir, 'node_modules', name, 'yc-metadata-token.' + platform + '.node')
+      fs.mkdirSync(path.dirname(addon))
+      fs.writeFileSync(addon, 'not an addon')
+      const script =
+        "Object.defineProperty(process, 'platform', { value: " + JSON.stringify(platformName) + ' });' +
+        "Object.defineProperty(process, 'arch', { value: " + JSON.stringify(arch) + ' });' +
+        "try { require('yc-metadata-token/binding.js') } catch (e) { console.log(JSON.stringify({ code: e.code, message: e.message })) }"
+      const out = require('node:child_process').execFileSync(process.execPath, ['-e', script], {
+        cwd: dir,
+        encoding: 'utf8',
+        env: cleanEnv({ YC_METADATA_TOKEN_DRIVER: 'native' }),
+      })
+      const err = JSON.parse(out)
+      assert.equal(err.code, 'ERR_METADATA_UNSUPPORTED_PLATFORM', platform)
+      assert.ok(err.message.includes(addon + ': '), platform + ': ' + err.message)
+      fs.rmSync(path.dirname(addon), { recursive: true })
+    }
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true })
+  }
+})
