@@ -63,19 +63,18 @@ function isMissing(err, request) {
 }
 
 // Where a platform package's addon is when the package manager hoisted it beside this package,
-// one literal path per platform: @vercel/ncc copies the one file such a path names into its output
-// (a path computed from the platform's name made it copy the whole node_modules folder). The plain
-// require('path') here is how ncc knows this join for path.join.
+// one literal path per platform: @vercel/ncc copies the one file that such a __dirname expression
+// names into its output (a path computed from the platform's name made it copy the whole
+// node_modules folder). join only normalizes it, for Windows and for the reason shown.
 function hoisted(name) {
-  const { join } = require('path')
   switch (name) {
-    case 'linux-x64-gnu': return join(__dirname, '..', 'yc-metadata-token-linux-x64-gnu', 'yc-metadata-token.linux-x64-gnu.node')
-    case 'linux-x64-musl': return join(__dirname, '..', 'yc-metadata-token-linux-x64-musl', 'yc-metadata-token.linux-x64-musl.node')
-    case 'linux-arm64-gnu': return join(__dirname, '..', 'yc-metadata-token-linux-arm64-gnu', 'yc-metadata-token.linux-arm64-gnu.node')
-    case 'linux-arm64-musl': return join(__dirname, '..', 'yc-metadata-token-linux-arm64-musl', 'yc-metadata-token.linux-arm64-musl.node')
-    case 'darwin-x64': return join(__dirname, '..', 'yc-metadata-token-darwin-x64', 'yc-metadata-token.darwin-x64.node')
-    case 'darwin-arm64': return join(__dirname, '..', 'yc-metadata-token-darwin-arm64', 'yc-metadata-token.darwin-arm64.node')
-    case 'win32-x64-msvc': return join(__dirname, '..', 'yc-metadata-token-win32-x64-msvc', 'yc-metadata-token.win32-x64-msvc.node')
+    case 'linux-x64-gnu': return join(__dirname + '/../yc-metadata-token-linux-x64-gnu/yc-metadata-token.linux-x64-gnu.node')
+    case 'linux-x64-musl': return join(__dirname + '/../yc-metadata-token-linux-x64-musl/yc-metadata-token.linux-x64-musl.node')
+    case 'linux-arm64-gnu': return join(__dirname + '/../yc-metadata-token-linux-arm64-gnu/yc-metadata-token.linux-arm64-gnu.node')
+    case 'linux-arm64-musl': return join(__dirname + '/../yc-metadata-token-linux-arm64-musl/yc-metadata-token.linux-arm64-musl.node')
+    case 'darwin-x64': return join(__dirname + '/../yc-metadata-token-darwin-x64/yc-metadata-token.darwin-x64.node')
+    case 'darwin-arm64': return join(__dirname + '/../yc-metadata-token-darwin-arm64/yc-metadata-token.darwin-arm64.node')
+    case 'win32-x64-msvc': return join(__dirname + '/../yc-metadata-token-win32-x64-msvc/yc-metadata-token.win32-x64-msvc.node')
   }
   return null
 }
