@@ -17,7 +17,8 @@
 
 // Files are looked for only where there are both a __dirname and a require: an ES module bundle
 // (esbuild --format=esm) has neither unless its banner makes them (README "Bundlers"), and
-// esbuild's stand-in for require throws. Elsewhere the platform package's name is all there is.
+// esbuild's stand-in for require throws ("Dynamic require of … is not supported"; esbuild also
+// answers typeof require with its stand-in). Elsewhere the platform package's name is all there is.
 const FILES = typeof __dirname === 'string' && typeof require === 'function'
 const existsSync = FILES ? require('fs').existsSync : null
 const join = FILES ? require('path').join : null
