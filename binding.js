@@ -15,13 +15,13 @@
 // node_modules or turn a require into an empty context, and the addon is found where each of them
 // can be told to put it.
 
-// Files are looked for only where there are both a __dirname and a require: an ES module bundle
-// (esbuild --format=esm) has neither unless its banner makes them (README "Bundlers"), and
-// esbuild's stand-in for require throws ("Dynamic require of … is not supported"; esbuild also
-// answers typeof require with its stand-in). Elsewhere the platform package's name is all there is.
-const FILES = typeof __dirname === 'string' && typeof require === 'function'
-const existsSync = FILES ? require('fs').existsSync : null
-const join = FILES ? require('path').join : null
+// Files are looked for only where there is a __dirname: an ES module bundle (esbuild
+// --format=esm) has none unless its banner makes one (README "Bundlers"). It has no require either
+// (esbuild's stand-in throws "Dynamic require of … is not supported"), so Node's own modules come
+// through process.getBuiltinModule where Node has it (20.16, 22.3 and newer).
+const FILES = typeof __dirname === 'string'
+const existsSync = FILES ? (process.getBuiltinModule ? process.getBuiltinModule('fs') : require('fs')).existsSync : null
+const join = FILES ? (process.getBuiltinModule ? process.getBuiltinModule('path') : require('path')).join : null
 
 const PACKAGE = 'yc-metadata-token'
 const DRIVER_VARIABLE = 'YC_METADATA_TOKEN_DRIVER'

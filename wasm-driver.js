@@ -68,15 +68,14 @@ function wasmModule() {
 }
 
 // The module's bytes from yc-metadata-token.wasm beside this file, as installed: the cheapest way
-// (~0.45 ms to read). A bundle has no such file beside it (ncc alone copies it), so the same bytes
-// also come as base64 in yc-metadata-token.wasm.js, which every bundler carries as JavaScript
-// without being told (~1.4 ms to load and decode). Both are written by scripts/build-wasm.sh.
+// (~0.45 ms to read). A bundle has no such file beside it, so the same bytes also come as base64
+// in yc-metadata-token.wasm.js, which every bundler carries as JavaScript without being told
+// (~1.4 ms to load and decode). Both are written by scripts/build-wasm.sh.
 function wasmBytes() {
-  // An ES module bundle has neither (binding.js).
-  if (typeof __dirname === 'string' && typeof require === 'function') {
-    // Required plainly: ncc follows a path built with path.join and copies the file.
-    const fs = require('fs')
-    const path = require('path')
+  // An ES module bundle has no __dirname (binding.js).
+  if (typeof __dirname === 'string') {
+    const fs = process.getBuiltinModule ? process.getBuiltinModule('fs') : require('fs')
+    const path = process.getBuiltinModule ? process.getBuiltinModule('path') : require('path')
     try {
       return fs.readFileSync(path.join(__dirname, 'yc-metadata-token.wasm'))
     } catch (err) {
