@@ -100,17 +100,16 @@ function loadNative() {
       }
     }
     if (found) continue
-    // webpack (and ncc, built on it) would make this computed require an empty context and warn
-    // about it in every build; they know typeof __webpack_require__ at build time and leave the
-    // branch out. Everywhere else it finds the package by Node's own resolution.
-    if (typeof __webpack_require__ !== 'function') {
-      try {
-        return { addon: require(platformPackage), from: platformPackage }
-      } catch (err) {
-        failures.push(isMissing(err, platformPackage) ? platformPackage + ': not installed' : platformPackage + ': ' + firstLine(err))
-      }
-    } else {
-      failures.push(platformPackage + ': not in this bundle')
+    // Node's own resolution finds the package wherever else it is installed. webpack (and ncc,
+    // built on it) would make a computed require an empty context and warn about it in every
+    // build; they know typeof __webpack_require__ at build time, keep only the branch that holds
+    // for them and turn __non_webpack_require__ into Node's require (a node_modules deployed beside
+    // the bundle then serves).
+    try {
+      const addon = typeof __webpack_require__ === 'function' ? __non_webpack_require__(platformPackage) : require(platformPackage)
+      return { addon, from: platformPackage }
+    } catch (err) {
+      failures.push(isMissing(err, platformPackage) ? platformPackage + ': not installed' : platformPackage + ': ' + firstLine(err))
     }
   }
   return { failures }

@@ -160,16 +160,21 @@ test('bundles by esbuild, webpack and ncc run from their output folder alone', {
   // Copies the output folder into an empty folder of its own, runs the bundle there with the
   // emulator's address, and returns what the handler got and the driver's load line (debug output
   // names where the addon came from; it never shows the token).
-  async function runAlone(out, entry, env) {
+  // options.env: variables to add; options.above: folders of the app to copy into the folder
+  // above the bundle's, as a deployment with node_modules has them.
+  async function runAlone(out, entry, options) {
+    const { env, above } = options || {}
     const alone = fs.mkdtempSync(path.join(os.tmpdir(), 'yc-bundle-alone-'))
     for (let dir = alone; dir !== path.dirname(dir); dir = path.dirname(dir)) {
       assert.ok(!fs.existsSync(path.join(path.dirname(dir), 'node_modules')), 'a node_modules above ' + alone)
     }
-    fs.cpSync(out, alone, { recursive: true })
+    const bundleDir = above ? path.join(alone, 'dist') : alone
+    fs.cpSync(out, bundleDir, { recursive: true })
+    for (const dir of above || []) fs.cpSync(path.join(app, dir), path.join(alone, dir), { recursive: true })
     const runner = path.join(alone, 'runtime.cjs')
     fs.writeFileSync(runner, RUNNER)
     const before = emulator.requests
-    const r = await run(process.execPath, [runner, path.join(alone, entry)], {
+    const r = await run(process.execPath, [runner, path.join(bundleDir, entry)], {
       cwd: alone,
       env: cleanEnv(Object.assign({ YC_METADATA_ADDR: emulator.address, NODE_DEBUG: 'yc-metadata-token' }, env)),
     })
@@ -195,7 +200,7 @@ test('bundles by esbuild, webpack and ncc run from their output folder alone', {
       assert.ok(embedded.equals(wasm), 'yc-metadata-token.wasm.js is stale: run `npm run build:wasm`')
     })
 
-    await t.test('esbuild --format=cjs, no option: the wasm driver', async () => {
+    await t.test('esbuild --format=cjs, no option: the wasm driver; native when node_modules is deployed too', async () => {
       const out = path.join(work, 'esbuild-cjs')
       const b = await esbuild(app, ['handler.js', '--bundle', '--platform=node', '--format=cjs', '--outdir=' + out])
       assert.equal(b.code, 0, b.stderr)
@@ -205,12 +210,16 @@ test('bundles by esbuild, webpack and ncc run from their output folder alone', {
       assert.deepEqual([got.tokenSha256, got.driver, got.requests], [tokenSha256, 'wasm', 1], JSON.stringify(got))
       assert.match(got.load, /no native addon loaded \(.*yc-metadata-token-linux-x64-gnu: not installed/)
       // Native forced where the bundle carries none: one error naming every package tried.
-      const forced = await runAlone(out, 'handler.js', { YC_METADATA_TOKEN_DRIVER: 'native' })
+      const forced = await runAlone(out, 'handler.js', { env: { YC_METADATA_TOKEN_DRIVER: 'native' } })
       assert.equal(forced.code, 'ERR_METADATA_UNSUPPORTED_PLATFORM', JSON.stringify(forced))
       assert.match(forced.message, /yc-metadata-token-linux-x64-gnu: not installed/)
       assert.match(forced.message, /yc-metadata-token-linux-x64-musl: not installed/)
       assert.match(forced.message, /in a bundle, see "Bundlers" in the README/)
       assert.equal(forced.requests, 0)
+      // Deployed with node_modules, the same bundle finds the platform package by Node's resolution.
+      const withModules = await runAlone(out, 'handler.js', { above: [path.join('node_modules', PLATFORM_PACKAGE)] })
+      assert.deepEqual([withModules.tokenSha256, withModules.driver], [tokenSha256, 'native'], JSON.stringify(withModules))
+      assert.match(withModules.load, /driver native: loaded yc-metadata-token-linux-x64-gnu$/)
     })
 
     await t.test('esbuild --format=cjs with the addon as an entry point, copied beside the bundle: native', async () => {
@@ -250,7 +259,7 @@ test('bundles by esbuild, webpack and ncc run from their output folder alone', {
       assert.ok(got.load.includes('loaded <alone>/' + ADDON), got.load)
     })
 
-    await t.test('webpack 5 target node, no option: the wasm driver, no warning', async () => {
+    await t.test('webpack 5 target node, no option: the wasm driver, no warning; native when node_modules is deployed too', async () => {
       const out = path.join(work, 'webpack')
       const b = await webpack(webpackConfig(app, out, []))
       assert.deepEqual(b.errors, [])
@@ -259,8 +268,12 @@ test('bundles by esbuild, webpack and ncc run from their output folder alone', {
       const got = await runAlone(out, 'handler.js')
       assert.deepEqual([got.tokenSha256, got.driver, got.requests], [tokenSha256, 'wasm', 1], JSON.stringify(got))
       // Both libcs' packages named (the order is this host's guess).
-      assert.match(got.load, /yc-metadata-token-linux-x64-gnu: not in this bundle/)
-      assert.match(got.load, /yc-metadata-token-linux-x64-musl: not in this bundle/)
+      assert.match(got.load, /yc-metadata-token-linux-x64-gnu: not installed/)
+      assert.match(got.load, /yc-metadata-token-linux-x64-musl: not installed/)
+      // Deployed with node_modules, the same bundle finds the platform package by Node's resolution.
+      const withModules = await runAlone(out, 'handler.js', { above: [path.join('node_modules', PLATFORM_PACKAGE)] })
+      assert.deepEqual([withModules.tokenSha256, withModules.driver], [tokenSha256, 'native'], JSON.stringify(withModules))
+      assert.match(withModules.load, /driver native: loaded yc-metadata-token-linux-x64-gnu$/)
     })
 
     await t.test('webpack 5 with the addon copied beside the bundle (copy-webpack-plugin): native', async () => {
