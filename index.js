@@ -61,7 +61,8 @@ let crypto = null
 
 // The token never reaches the debug output; the first 8 hex digits of its SHA-256 tell two apart.
 function fingerprint(token) {
-  if (crypto === null) crypto = require('crypto')
+  // process.getBuiltinModule where Node has it: an ES module bundle has no require (binding.js).
+  if (crypto === null) crypto = process.getBuiltinModule ? process.getBuiltinModule('crypto') : require('crypto')
   return 'sha256:' + crypto.createHash('sha256').update(token).digest('hex').slice(0, 8)
 }
 
@@ -526,7 +527,7 @@ class TokenProvider {
   [inspectCustom](depth, options) {
     const state = states.get(this)
     if (state === undefined) return 'TokenProvider {}'
-    const util = require('util')
+    const util = process.getBuiltinModule ? process.getBuiltinModule('util') : require('util')
     return 'TokenProvider ' + util.inspect({ url: state.native.url, stats: this.stats() }, options)
   }
 }

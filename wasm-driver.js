@@ -10,16 +10,13 @@
 // wasm instance belongs to one thread); name lookups use Node's resolver (libuv's thread pool).
 // Nothing here keeps the process alive unless a caller is waiting.
 
-const fs = require('fs')
-const path = require('path')
-
+// Node's own modules come through process.getBuiltinModule where Node has it (an ES module bundle
+// has no require: binding.js), each by a literal name that bundlers can read.
 // node:http costs ~3 ms to load (it brings net and streams): it is loaded by the first request,
-// not by require. The module is compiled here instead (~1 ms), so that a cold start splits its cost
-// between require and the first call.
+// not by require. The module is compiled at require instead (~1 ms), so that a cold start splits
+// its cost between require and the first call.
 let http = null
 let dns = null
-
-const WASM_FILE = path.join(__dirname, 'yc-metadata-token.wasm')
 
 // Step codes and failure kinds: the numbers in src/wasm.rs.
 const STEP_SEND = 1
@@ -68,7 +65,25 @@ function instance() {
   return current
 }
 
-const compiled = new WebAssembly.Module(fs.readFileSync(WASM_FILE))
+const compiled = new WebAssembly.Module(wasmBytes())
+
+// The module's bytes from yc-metadata-token.wasm beside this file, as installed: the cheapest way
+// (~0.45 ms to read). A bundle has no such file beside it, so the same bytes also come as base64
+// in yc-metadata-token.wasm.js, which every bundler carries as JavaScript without being told
+// (~1.4 ms to load and decode). Both are written by scripts/build-wasm.sh.
+function wasmBytes() {
+  // An ES module bundle has no __dirname (binding.js).
+  if (typeof __dirname === 'string') {
+    const fs = process.getBuiltinModule ? process.getBuiltinModule('fs') : require('fs')
+    const path = process.getBuiltinModule ? process.getBuiltinModule('path') : require('path')
+    try {
+      return fs.readFileSync(path.join(__dirname, 'yc-metadata-token.wasm'))
+    } catch (err) {
+      if (err.code !== 'ENOENT') throw err
+    }
+  }
+  return Buffer.from(require('./yc-metadata-token.wasm.js'), 'base64')
+}
 
 function nums(inst) {
   if (inst.buffer !== inst.exports.memory.buffer) {
@@ -259,7 +274,7 @@ class WasmProvider {
 
   // One attempt over node:http, reported to the core once, however it ends.
   send(timeoutMs) {
-    if (http === null) http = require('http')
+    if (http === null) http = process.getBuiltinModule ? process.getBuiltinModule('http') : require('http')
     if (agent === null) agent = new http.Agent({ keepAlive: true, maxFreeSockets: 1 })
     let reported = false
     let responded = false
@@ -369,7 +384,7 @@ function sharedLookup(hostname, options, callback) {
   if (waiting !== undefined) return waiting.push(callback)
   const callbacks = [callback]
   lookups.set(key, callbacks)
-  if (dns === null) dns = require('dns')
+  if (dns === null) dns = process.getBuiltinModule ? process.getBuiltinModule('dns') : require('dns')
   dns.lookup(hostname, options, function () {
     lookups.delete(key)
     for (const cb of callbacks) cb.apply(null, arguments)

@@ -344,16 +344,6 @@ function checkWindowsImports(binary) {
 // the musl one, the error must name every candidate tried. The musl package is copied in by hand,
 // as a copied node_modules would have it: npm itself installs only the one that fits.
 
-// binding.js in this branch predates two things the platform packages need from it (issue 13): the
-// libc fallback above, and looking for win32-x64-gnu (it looks for -msvc). Until the new loader lands,
-// exactly those failures, recognised by their message, are reported as TODO and not counted; any
-// other failure counts. Set both to false with the loader.
-const PENDING_LOADER = {
-  // The musl addon dlopen'd on glibc: its NEEDED libc.so resolves to glibc's linker script.
-  libcFallback: /libc\.so: invalid ELF header/,
-  win32Gnu: /no native addon for win32-x64-msvc/,
-}
-
 async function checkLibcFallback(work, packed, emulator, token, port) {
   const host = matrix.hostPlatform()
   const other = host.replace(/-(gnu|musl)$/, (m, libc) => (libc === 'gnu' ? '-musl' : '-gnu'))
@@ -365,22 +355,15 @@ async function checkLibcFallback(work, packed, emulator, token, port) {
   const summary = await matrix.checkOn(node, both, emulator.address, token, port)
   if (!/yc-metadata-token-linux-x64-gnu[\\/]/.test(summary.addon || '')) throw new Error('loaded ' + summary.addon + ', expected the gnu package')
 
-  // Only the package of the other libc: the error names both candidates.
+  // Only the package of the other libc, the native driver forced (else the wasm driver serves): the
+  // error names both candidates.
   const script = "try { require('yc-metadata-token'); console.log('{}') } catch (e) { console.log(JSON.stringify({ code: e.code, message: e.message })) }"
-  const result = await matrix.run(process.execPath, ['-e', script], { cwd: otherApp, env: matrix.cleanEnv() })
+  const result = await matrix.run(process.execPath, ['-e', script], { cwd: otherApp, env: matrix.cleanEnv({ YC_METADATA_TOKEN_DRIVER: 'native' }) })
   const failure = JSON.parse(result.stdout.trim() || '{}')
   for (const name of [host, other]) {
     if (String(failure.message).indexOf(name) === -1) throw new Error('the error does not name ' + name + ': ' + JSON.stringify(failure))
   }
   return 'both packages: loaded ' + path.relative(both, summary.addon) + '; only ' + other + ': ' + failure.code
-}
-
-// Marks `row` TODO when `err` is the known symptom of a loader change not landed yet.
-function pending(row, err, symptom, what) {
-  if (!symptom || !symptom.test(String(err && err.message))) return false
-  row.result = 'TODO'
-  row.detail = (row.detail ? row.detail + ', ' : '') + 'pending ' + what + ': ' + String(err.message).split('\n').filter(Boolean).slice(0, 3).join(' ').slice(0, 300)
-  return true
 }
 
 // ---- the run ------------------------------------------------------------------------------------
@@ -460,8 +443,7 @@ async function main() {
           row.detail = await checkLibcFallback(work, packed, emulator, token, port)
           record(row)
         } catch (err) {
-          if (pending(row, err, PENDING_LOADER.libcFallback, 'the binding.js libc fallback')) rows.push(row)
-          else record(row, err)
+          record(row, err)
         }
       }
       for (const p of runnable) {
@@ -491,8 +473,7 @@ async function main() {
             if (summary.notes.length) row.detail += ' (' + summary.notes.join('; ') + ')'
             record(row)
           } catch (err) {
-            if (p.os === 'win32' && pending(row, err, PENDING_LOADER.win32Gnu, 'binding.js looking for win32-x64-gnu')) rows.push(row)
-            else record(row, err)
+            record(row, err)
           }
         }
       }
@@ -503,8 +484,6 @@ async function main() {
 
   console.log('test:platforms on ' + os.cpus().length + ' CPUs, ' + new Date().toISOString())
   for (const row of rows) console.log([row.result, row.platform, row.check, row.node, row.detail].filter(Boolean).join(' | '))
-  const todo = rows.filter((r) => r.result === 'TODO').length
-  if (todo) console.log(todo + ' TODO: waiting for the new binding.js (see PENDING_LOADER in scripts/test-platforms.js)')
   console.log(passed + ' passed, ' + failed + ' failed')
   if (failed) process.exitCode = 1
 }
