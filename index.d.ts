@@ -94,6 +94,12 @@ export interface DefaultGetTokenOptions {
 
 /** Counters of a provider since it was made. */
 export interface TokenProviderStats {
+  /**
+   * The driver of the core in use: `'native'` (the platform package's addon) or `'wasm'` (the
+   * WebAssembly module inside this package, wherever no addon loads). YC_METADATA_TOKEN_DRIVER
+   * forces one.
+   */
+  driver: 'native' | 'wasm'
   /** Calls answered from memory (this thread). */
   cacheHits: number
   /** Calls answered from a Cloud Functions context (this thread). */

@@ -36,10 +36,11 @@ async function withProvider(): Promise<number | null> {
   const t = await provider.getToken({ signal: controller.signal, forceRefresh: false })
   const header: string = await provider.getAuthorizationHeader({ context: { token: { access_token: t.token, expires_in: 10 } } })
   const stats: TokenProviderStats = provider.stats()
+  const driver: 'native' | 'wasm' = stats.driver
   const last: MetadataTokenErrorCode | null = stats.lastErrorCode
   const fromDefault = defaultProvider().stats().cacheHits
   await getToken({ signal: AbortSignal.timeout(1000) })
-  void header, last, fromDefault
+  void header, last, fromDefault, driver
   return stats.expiresInSeconds
 }
 
