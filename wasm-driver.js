@@ -54,7 +54,6 @@ const NODE_ERRORS = {
 // ---- the module --------------------------------------------------------------------------------
 
 let current = null
-const decoder = new TextDecoder()
 
 // One instance per thread, made at the first provider. A trap (a bug in the core) leaves the
 // instance's state unknown: it is dropped, and every provider makes itself again in a new one.
@@ -95,7 +94,8 @@ function nums(inst) {
 
 function readIo(inst) {
   const e = inst.exports
-  return decoder.decode(new Uint8Array(e.memory.buffer, e.io_ptr(), e.io_len()))
+  // Buffer's UTF-8 decoding: TextDecoder's first use costs ~0.25 ms of a cold start.
+  return Buffer.from(e.memory.buffer, e.io_ptr(), e.io_len()).toString('utf8')
 }
 
 function writeIo(inst, bytes) {
