@@ -123,31 +123,7 @@ test('distribution: release build, packed tarballs, clean install, Node matrix',
 
   await t.test('every Node major in "engines" loads the package, fetches and reports errors', async (t) => {
     assert.ok(installed, 'no installation to test (the step above failed)');
-    const token = 'package-test-' + crypto.randomBytes(12).toString('hex');
-    const emulator = await startEmulator({ token, expiresIn: 3600 });
-    const port = await matrix.closedPort();
-    try {
-      for (const major of matrix.MAJORS) {
-        await t.test('Node ' + major, async (t) => {
-          const node = await matrix.ensureNode(major);
-          if (node.skipped) {
-            t.skip(node.skipped);
-            return;
-          }
-          const before = emulator.requests;
-          const summary = await matrix.checkOn(node, installed.app, emulator.address, token, port, 'native');
-          assert.equal(summary.node, node.version);
-          assert.equal(summary.driver, 'native');
-          // One fetch by the default provider, one by a TokenProvider; every other answer is cached.
-          assert.equal(emulator.requests - before, 2, 'upstream requests');
-          const ms = await matrix.requireMs(node, installed.app);
-          t.diagnostic(node.version + ': require median ' + matrix.formatMs(ms) + ' over ' + matrix.REQUIRE_RUNS + ' fresh processes' +
-            (summary.notes.length ? '; ' + summary.notes.join('; ') : ''));
-        });
-      }
-    } finally {
-      await emulator.close();
-    }
+    await onEveryMajor(t, installed.app, 'native');
   });
 
   await t.test('the root package alone (no platform package) fetches with the wasm driver on every Node major', async (t) => {
@@ -158,31 +134,40 @@ test('distribution: release build, packed tarballs, clean install, Node matrix',
     assert.ok(size <= MAX_WASM_BYTES, size + ' bytes, budget ' + MAX_WASM_BYTES);
     const app = await matrix.installRootOnly(path.join(ROOT, '.cache', 'test-install'), installed.packed);
     assert.deepEqual(fs.readdirSync(path.join(app, 'node_modules')).filter((n) => n.startsWith('yc-metadata-token-')), []);
-    const token = 'root-only-' + crypto.randomBytes(12).toString('hex');
-    const emulator = await startEmulator({ token, expiresIn: 3600 });
-    const port = await matrix.closedPort();
-    try {
-      for (const major of matrix.MAJORS) {
-        await t.test('Node ' + major, async (t) => {
-          const node = await matrix.ensureNode(major);
-          if (node.skipped) {
-            t.skip(node.skipped);
-            return;
-          }
-          const before = emulator.requests;
-          const summary = await matrix.checkOn(node, app, emulator.address, token, port, 'wasm');
-          assert.equal(summary.driver, 'wasm');
-          assert.equal(summary.addon, null);
-          assert.equal(emulator.requests - before, 2, 'upstream requests');
-          const ms = await matrix.requireMs(node, app);
-          t.diagnostic(node.version + ' (wasm): require median ' + matrix.formatMs(ms));
-        });
-      }
-    } finally {
-      await emulator.close();
-    }
+    await onEveryMajor(t, app, 'wasm');
   });
 });
+
+// The installed check (scripts/check-installed.js) on every Node major, against an emulator of its
+// own: the install must choose `driver` by itself.
+async function onEveryMajor(t, app, driver) {
+  const token = driver + '-' + crypto.randomBytes(12).toString('hex');
+  const emulator = await startEmulator({ token, expiresIn: 3600 });
+  const port = await matrix.closedPort();
+  try {
+    for (const major of matrix.MAJORS) {
+      await t.test('Node ' + major, async (t) => {
+        const node = await matrix.ensureNode(major);
+        if (node.skipped) {
+          t.skip(node.skipped);
+          return;
+        }
+        const before = emulator.requests;
+        const summary = await matrix.checkOn(node, app, emulator.address, token, port, driver);
+        assert.equal(summary.node, node.version);
+        assert.equal(summary.driver, driver);
+        if (driver === 'wasm') assert.equal(summary.addon, null);
+        // One fetch by the default provider, one by a TokenProvider; every other answer is cached.
+        assert.equal(emulator.requests - before, 2, 'upstream requests');
+        const ms = await matrix.requireMs(node, app);
+        t.diagnostic(node.version + ' (' + driver + '): require median ' + matrix.formatMs(ms) + ' over ' + matrix.REQUIRE_RUNS +
+          ' fresh processes' + (summary.notes.length ? '; ' + summary.notes.join('; ') : ''));
+      });
+    }
+  } finally {
+    await emulator.close();
+  }
+}
 
 // The loader alone in an empty directory (no local build, no platform package anywhere), with and
 // without the wasm driver beside it.
