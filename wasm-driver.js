@@ -60,7 +60,7 @@ let current = null
 function instance() {
   if (current !== null && !current.broken) return current
   const exports = new WebAssembly.Instance(compiled, {}).exports
-  current = { exports, broken: false, buffer: null, nums: null }
+  current = { exports, broken: false, buffer: null, nums: null, maxBody: exports.max_body_bytes() }
   return current
 }
 
@@ -247,13 +247,20 @@ class WasmProvider {
 
   // Reports an event to the core (with the time now) and follows the step it answers.
   step(report) {
-    let step
+    const step = this.ask(report)
+    if (step !== null) this.follow(step)
+  }
+
+  // Reports an event of the flight to the core and returns its answer; null when the core failed
+  // (a trap, reported by core()), the waiters then settled with an internal error. Called from I/O
+  // callbacks, where a throw would crash the process.
+  ask(report) {
     try {
-      step = this.core((e, h) => report(e, h, monotonicMs(), Date.now()))
+      return this.core((e, h) => report(e, h, monotonicMs(), Date.now()))
     } catch (err) {
-      return this.settleAll({ code: 'ERR_METADATA_INTERNAL', message: 'Internal error in yc-metadata-token while fetching from ' + this.url + '; please report it.', attempts: 0 })
+      this.settleAll({ code: 'ERR_METADATA_INTERNAL', message: 'Internal error in yc-metadata-token while fetching from ' + this.url + '; please report it.', attempts: 0 })
+      return null
     }
-    this.follow(step)
   }
 
   settle(step) {
@@ -278,13 +285,16 @@ class WasmProvider {
     if (agent === null) agent = new http.Agent({ keepAlive: true, maxFreeSockets: 1 })
     let reported = false
     let responded = false
-    const report = (fn) => {
-      if (reported) return
+    // The attempt is over: follow the core's next step (null: the core failed, nothing to follow).
+    const finish = (step) => {
       reported = true
       clearTimeout(timer)
       this.request = null
       this.socket = null
-      this.step(fn)
+      if (step !== null) this.follow(step)
+    }
+    const report = (fn) => {
+      if (!reported) finish(this.ask(fn))
     }
     const fail = (kind) => report((e, h, mono, wall) => e.attempt_failed(h, mono, wall, kind))
     const req = http.request({
@@ -305,7 +315,7 @@ class WasmProvider {
       this.socket = socket
       this.holdProcess()
       if (reported) return
-      this.core((e, h) => e.attempt_sent(h, monotonicMs(), Date.now()))
+      if (this.ask((e, h, mono, wall) => e.attempt_sent(h, mono, wall)) === null) return finish(null)
       timer = setTimeout(() => {
         fail(FAILED.timeout)
         req.destroy()
@@ -317,12 +327,14 @@ class WasmProvider {
       responded = true
       const flavor = String(res.headers['metadata-flavor']).toLowerCase() === 'google' ? 1 : 0
       const status = res.statusCode
-      const head = this.core((e, h) => e.attempt_head(h, monotonicMs(), Date.now(), status, flavor))
+      if (reported) return res.resume()
+      // The core judges the head: 0 to read the body, else what to do now.
+      const head = this.ask((e, h, mono, wall) => e.attempt_head(h, mono, wall, status, flavor))
       if (head !== 0) {
         res.resume()
-        return report(() => head)
+        return finish(head)
       }
-      const max = this.inst.exports.max_body_bytes()
+      const max = this.inst.maxBody
       const length = Number(res.headers['content-length'])
       if (length > max) {
         req.destroy()

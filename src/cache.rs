@@ -157,6 +157,12 @@ pub fn usable_for(lifetime: Duration, elapsed: Duration) -> Option<Duration> {
     (left > skew(lifetime)).then_some(left)
 }
 
+/// `usable_for` in the drivers' terms: milliseconds in and out, any number a caller may pass.
+pub fn usable_for_ms(lifetime_ms: f64, elapsed_ms: f64) -> Option<f64> {
+    let at = |ms: f64| Duration::from_secs_f64(ms.clamp(0.0, 1e15) / 1000.0);
+    usable_for(at(lifetime_ms), at(elapsed_ms)).map(|d| d.as_secs_f64() * 1000.0)
+}
+
 #[derive(Debug)]
 struct Flight<W> {
     /// When the attempt under way was sent: a token's expiry counts from the request that got it,

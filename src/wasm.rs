@@ -407,8 +407,7 @@ pub extern "C" fn release(handle: u32) {
 /// or -1 once it is within its expiry skew (`cache::usable_for`).
 #[no_mangle]
 pub extern "C" fn usable_for_ms(lifetime_ms: f64, elapsed_ms: f64) -> f64 {
-    let at = |ms: f64| Duration::from_secs_f64(ms.clamp(0.0, 1e15) / 1000.0);
-    crate::cache::usable_for(at(lifetime_ms), at(elapsed_ms)).map_or(-1.0, ms)
+    crate::cache::usable_for_ms(lifetime_ms, elapsed_ms).unwrap_or(-1.0)
 }
 
 /// Counters in `NUMS[0..6]` (requests, retries, fetches, background refreshes, failures, time

@@ -142,8 +142,7 @@ impl NativeProvider {
 #[napi(catch_unwind)]
 #[cfg_attr(test, allow(dead_code))] // called from JavaScript only
 pub fn usable_for_ms(lifetime_ms: f64, elapsed_ms: f64) -> Option<f64> {
-    let at = |ms: f64| std::time::Duration::from_secs_f64(ms.clamp(0.0, 1e15) / 1000.0);
-    crate::cache::usable_for(at(lifetime_ms), at(elapsed_ms)).map(millis)
+    crate::cache::usable_for_ms(lifetime_ms, elapsed_ms)
 }
 
 fn millis(d: std::time::Duration) -> f64 {
