@@ -1,10 +1,15 @@
 'use strict'
 
 // The wasm driver: the same Rust core as the native addon, compiled to plain wasm32
-// (yc-metadata-token.wasm, src/wasm.rs), with the I/O done here: node:http for the one request,
-// timers for the waits. The core decides everything (settings, what to send, what an answer or a
-// failure means, retries, the cache); this file sends, sleeps and reports back, and offers
-// index.js the surface the native addon offers (NativeProvider in src/native/mod.rs).
+// (yc-metadata-token.wasm, src/wasm.rs), with the I/O done here: a plain socket (node:net) for
+// the one request, timers for the waits. The core decides everything (settings, the request's
+// bytes, reading the answer's, what an answer or a failure means, retries, the cache); this file
+// connects, writes, hands over what it reads, sleeps, and offers index.js the surface the native
+// addon offers (NativeProvider in src/native/mod.rs).
+//
+// Not node:http: loading it and its first request cost ~6 ms of a cold start (its parser, agent
+// and outgoing-message machinery), against ~0.3 ms for the core to read the answer itself
+// (src/http1.rs). No proxy applies and no redirect is followed, as with the native driver.
 //
 // Differences from the native driver, by design: each worker thread has a cache of its own (a
 // wasm instance belongs to one thread); name lookups use Node's resolver (libuv's thread pool).
@@ -12,10 +17,10 @@
 
 // Node's own modules come through process.getBuiltinModule where Node has it (an ES module bundle
 // has no require: binding.js), each by a literal name that bundlers can read.
-// node:http costs ~3 ms to load (it brings net and streams): it is loaded by the first request,
-// not by require. The module is compiled at require instead (~1 ms), so that a cold start splits
-// its cost between require and the first call.
-let http = null
+// node:net costs ~3 ms to load where nothing has loaded it yet (it brings streams): it is loaded
+// by the first request, not by require. The module is compiled at require instead (~1 ms), so
+// that a cold start splits its cost between require and the first call.
+let net = null
 let dns = null
 
 // Step codes and failure kinds: the numbers in src/wasm.rs.
@@ -31,10 +36,8 @@ const FAILED = {
   nameNotFound: 4,
   nameLookupFailed: 5,
   closed: 6,
-  notHttp: 7,
   other: 8,
   timeout: 100,
-  tooLarge: 101,
 }
 // Node's error codes for what went wrong below HTTP, in the core's terms.
 const NODE_ERRORS = {
@@ -60,7 +63,7 @@ let current = null
 function instance() {
   if (current !== null && !current.broken) return current
   const exports = new WebAssembly.Instance(compiled, {}).exports
-  current = { exports, broken: false, buffer: null, nums: null, maxBody: exports.max_body_bytes() }
+  current = { exports, broken: false, buffer: null, nums: null, warm: false }
   return current
 }
 
@@ -110,9 +113,6 @@ function monotonicMs() {
 
 // ---- providers ---------------------------------------------------------------------------------
 
-// One keep-alive agent for the process: our own, so no proxy settings of the global agent apply.
-// Node's agent unrefs the sockets it keeps idle.
-let agent = null
 
 class WasmProvider {
   constructor(options, ycMetadataAddr, gceMetadataHost) {
@@ -121,17 +121,17 @@ class WasmProvider {
     this.inst = null
     this.handle = -1
     this.attach()
-    const target = readIo(this.inst).split('\n')
-    this.url = target[0]
-    this.host = target[1]
-    this.port = Number(target[2])
-    this.path = target[3]
-    this.headers = {}
-    for (let i = 4; i + 1 < target.length; i += 2) this.headers[target[i]] = target[i + 1]
-    // The callers waiting for the flight under way, and what it has open.
+    const target = readIo(this.inst)
+    const lines = target.split('\n', 3)
+    this.url = lines[0]
+    this.host = lines[1]
+    this.port = Number(lines[2])
+    this.request = Buffer.from(target.slice(lines.join('\n').length + 1), 'latin1')
+    // The callers waiting for the flight under way, and what it has open: the attempt's
+    // connection and timeout, the timer of a wait between attempts.
     this.waiters = []
-    this.request = null
-    this.socket = null
+    this.connection = null
+    this.attemptTimer = null
     this.timer = null
   }
 
@@ -279,88 +279,33 @@ class WasmProvider {
     for (const resolve of waiters) resolve(outcome)
   }
 
-  // One attempt over node:http, reported to the core once, however it ends.
+  // One attempt, begun on the next tick: until then this thread runs the caller's code, and time
+  // the request could not use is not the network's (the core's deadline still bounds the whole
+  // call).
   send(timeoutMs) {
-    if (http === null) http = process.getBuiltinModule ? process.getBuiltinModule('http') : require('http')
-    if (agent === null) agent = new http.Agent({ keepAlive: true, maxFreeSockets: 1 })
-    let reported = false
-    let responded = false
-    // The attempt is over: follow the core's next step (null: the core failed, nothing to follow).
-    const finish = (step) => {
-      reported = true
-      clearTimeout(timer)
-      this.request = null
-      this.socket = null
-      if (step !== null) this.follow(step)
-    }
-    const report = (fn) => {
-      if (!reported) finish(this.ask(fn))
-    }
-    const fail = (kind) => report((e, h, mono, wall) => e.attempt_failed(h, mono, wall, kind))
-    const req = http.request({
-      host: this.host,
-      port: this.port,
-      path: this.path,
-      method: 'GET',
-      headers: this.headers,
-      agent,
-      lookup: sharedLookup,
-    })
-    this.request = req
-    // The attempt's clock starts when its request gets a socket: until then this thread was busy
-    // (the socket is assigned on the next tick), and time the request could not use is not the
-    // network's. The core's deadline still bounds the whole call.
-    let timer = null
-    req.on('socket', (socket) => {
-      this.socket = socket
-      this.holdProcess()
-      if (reported) return
-      if (this.ask((e, h, mono, wall) => e.attempt_sent(h, mono, wall)) === null) return finish(null)
-      timer = setTimeout(() => {
-        fail(FAILED.timeout)
-        req.destroy()
-      }, timeoutMs)
-      timer.unref()
-    })
-    req.on('error', (err) => fail(failureKind(err, responded)))
-    req.on('response', (res) => {
-      responded = true
-      const flavor = String(res.headers['metadata-flavor']).toLowerCase() === 'google' ? 1 : 0
-      const status = res.statusCode
-      if (reported) return res.resume()
-      // The core judges the head: 0 to read the body, else what to do now.
-      const head = this.ask((e, h, mono, wall) => e.attempt_head(h, mono, wall, status, flavor))
-      if (head !== 0) {
-        res.resume()
-        return finish(head)
-      }
-      const max = this.inst.maxBody
-      const length = Number(res.headers['content-length'])
-      if (length > max) {
-        req.destroy()
-        return fail(FAILED.tooLarge)
-      }
-      const chunks = []
-      let size = 0
-      res.on('data', (chunk) => {
-        size += chunk.length
-        if (size > max) {
-          req.destroy()
-          return fail(FAILED.tooLarge)
-        }
-        chunks.push(chunk)
-      })
-      res.on('end', () => {
-        report((e, h, mono, wall) => {
-          writeIo(this.inst, Buffer.concat(chunks, size))
-          return e.attempt_body(h, mono, wall, size)
-        })
-      })
-      // A body cut short: 'aborted' on older Node, an 'error' on newer; 'close' covers both.
-      res.on('error', () => fail(FAILED.closed))
-      res.on('close', () => fail(FAILED.closed))
-    })
-    req.end()
+    process.nextTick(() => this.attempt(timeoutMs))
+  }
+
+  // The core's request on the connection kept from the last answer from this address, or on a
+  // new one.
+  attempt(timeoutMs) {
+    const key = this.port + ' ' + this.host
+    let connection = idle.get(key)
+    if (connection === undefined) connection = new Connection(this.host, this.port, key)
+    else idle.delete(key)
+    if (this.ask((e, h, mono, wall) => e.attempt_sent(h, mono, wall)) === null) return connection.close()
+    this.attemptTimer = setTimeout(() => this.connection.fail(FAILED.timeout), timeoutMs)
+    this.attemptTimer.unref()
+    connection.start(this)
+  }
+
+  // The attempt is over (the core answered `step`; null: it failed): its connection is closed or
+  // kept, then the step followed.
+  attemptOver(step) {
+    clearTimeout(this.attemptTimer)
+    this.attemptTimer = null
+    this.connection = null
+    if (step !== null) this.follow(step)
   }
 
   // Nothing of the core's state (the token included) shows in logs.
@@ -377,9 +322,112 @@ class WasmProvider {
     const hold = this.waiters.length > 0
     const method = hold ? 'ref' : 'unref'
     if (this.timer !== null) this.timer[method]()
-    if (this.request !== null && this.socket && !this.socket.destroyed) this.socket[method]()
+    if (this.connection !== null) this.connection.socket[method]()
   }
 }
+
+// One connection and the attempt it carries (none while it waits, kept, for the next one).
+class Connection {
+  constructor(host, port, key) {
+    if (net === null) net = process.getBuiltinModule ? process.getBuiltinModule('net') : require('net')
+    this.key = key
+    this.provider = null
+    this.reused = false
+    // A byte of this attempt's answer arrived.
+    this.answered = false
+    this.socket = net.connect({ host, port, lookup: sharedLookup })
+    this.socket.setNoDelay(true)
+    this.socket.on('data', (chunk) => this.data(chunk))
+    this.socket.on('end', () => this.end())
+    this.socket.on('error', (err) => this.error(err))
+    this.socket.on('close', () => this.closed())
+  }
+
+  start(provider) {
+    this.provider = provider
+    this.answered = false
+    provider.connection = this
+    provider.holdProcess()
+    // Written before the socket connects, it goes out as soon as it does.
+    this.socket.write(provider.request)
+    // The instance's first request: while it is out, the core's answer path is compiled (see
+    // `warm` in src/wasm.rs). This listener runs after the one that writes the request.
+    if (!provider.inst.warm) {
+      provider.inst.warm = true
+      this.socket.once('connect', () => provider.ask((e) => e.warm()))
+    }
+  }
+
+  data(chunk) {
+    const p = this.provider
+    // Bytes nobody asked for: this connection cannot be trusted with the next request.
+    if (p === null) return this.close()
+    this.answered = true
+    const step = p.ask((e, h, mono, wall) => {
+      writeIo(p.inst, chunk)
+      return e.attempt_data(h, mono, wall, chunk.length)
+    })
+    if (step !== 0) this.over(step, step !== null && nums(p.inst)[5] === 1)
+  }
+
+  end() {
+    const p = this.provider
+    if (p === null) return this.close()
+    if (this.staleReuse()) return
+    this.over(p.ask((e, h, mono, wall) => e.attempt_eof(h, mono, wall)), false)
+  }
+
+  error(err) {
+    if (this.provider === null || this.staleReuse()) return
+    this.fail(failureKind(err))
+  }
+
+  closed() {
+    if (idle.get(this.key) === this) idle.delete(this.key)
+    if (this.provider !== null && !this.staleReuse()) this.fail(FAILED.closed)
+  }
+
+  fail(kind) {
+    const p = this.provider
+    this.over(p.ask((e, h, mono, wall) => e.attempt_failed(h, mono, wall, kind)), false)
+  }
+
+  // A kept connection the server closed as the request went out (idle connections are closed
+  // at the server's whim): the same attempt goes on a new one, as browsers and node:http's
+  // callers do, rather than counting as a failed attempt.
+  staleReuse() {
+    if (!this.reused || this.answered) return false
+    const p = this.provider
+    this.provider = null
+    this.socket.destroy()
+    new Connection(p.host, p.port, this.key).start(p)
+    return true
+  }
+
+  // The attempt is over: the connection waits for the next one (unref'd: it keeps no process
+  // alive) or closes.
+  over(step, reusable) {
+    const p = this.provider
+    this.provider = null
+    if (reusable && !idle.has(this.key)) {
+      this.reused = true
+      this.socket.unref()
+      idle.set(this.key, this)
+    } else {
+      this.close()
+    }
+    p.attemptOver(step)
+  }
+
+  close() {
+    this.provider = null
+    this.socket.destroy()
+  }
+}
+
+// The connections kept for the next request, one per address ("port host"): the metadata
+// service is one address, and a second kept connection would never be used.
+const idle = new Map()
 
 // An attempt that times out abandons its name lookup, but the next attempt for the same name joins
 // it rather than asking again: a resolver that answers in 1.2 s then still yields a token within
@@ -403,12 +451,8 @@ function sharedLookup(hostname, options, callback) {
   })
 }
 
-function failureKind(err, responded) {
-  const code = err && err.code
-  // A connection closed before any answer ("socket hang up") is not a reset by the peer.
-  if (code === 'ECONNRESET' && /hang up/.test(err.message)) return FAILED.closed
-  if (typeof code === 'string' && code.indexOf('HPE_') === 0) return responded ? FAILED.closed : FAILED.notHttp
-  const kind = NODE_ERRORS[code]
+function failureKind(err) {
+  const kind = NODE_ERRORS[err && err.code]
   return kind === undefined ? FAILED.other : kind
 }
 

@@ -293,10 +293,8 @@ test('ERR_METADATA_BAD_RESPONSE, not retried: a peer that does not speak HTTP', 
       assertClean(err, 'ERR_METADATA_BAD_RESPONSE')
       assert.match(err.message, /not HTTP/, name)
       assert.doesNotMatch(err.message, /start the emulator|npx yc-metadata-token emulator/, name)
-      // Not retried: one connection. With the wasm driver a second one was seen once in ~40 runs
-      // under load (cause not found yet; the closing note of the WebAssembly issue records it), so
-      // there the bound is two: what the issue reported was five, with the off-cloud hint.
-      assert.ok(server.connections <= (process.env.YC_METADATA_TOKEN_DRIVER === 'wasm' ? 2 : 1), name + ': ' + server.connections + ' connections')
+      // Not retried: one connection.
+      assert.equal(server.connections, 1, name)
     } finally {
       await server.close()
     }

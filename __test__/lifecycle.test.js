@@ -275,8 +275,8 @@ test('providers used once and dropped leave no timer once collected (3000 droppe
          const batch = () => Array.from({ length: 100 }, () => new TokenProvider())
          const kept = batch()
          await Promise.all(kept.map((p) => p.getToken()))
-         // A first round of the same shape: what it leaves is one-time (compiled code, the wasm
-         // driver's pool of node:http parsers for 100 requests at once), not per provider.
+         // A first round of the same shape: what it leaves is one-time (compiled code, grown
+         // pools and wasm memory), not per provider.
          for (let i = 0; i < ${N}; i += 100) await Promise.all(batch().map((p) => p.getToken()))
          await collect()
          const heapBefore = process.memoryUsage().heapUsed

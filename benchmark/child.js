@@ -32,39 +32,6 @@ const FLOORS = {
     call: (client) => client.get(),
     forcer: (client) => () => client.get(),
   },
-  // node:http's own GET on a kept-alive agent: the floor of the wasm driver, which sends with it.
-  'node-http': {
-    load: () => httpClient(require('http'), ADDR),
-    call: (client) => client.get(),
-    forcer: (client) => () => client.get(),
-  },
-}
-
-function httpClient(http, addr) {
-  const colon = addr.lastIndexOf(':')
-  const options = {
-    host: addr.slice(0, colon),
-    port: Number(addr.slice(colon + 1)),
-    path: TOKEN_PATH,
-    headers: { 'Metadata-Flavor': 'Google' },
-    agent: new http.Agent({ keepAlive: true }),
-  }
-  return {
-    get: () =>
-      new Promise((resolve, reject) => {
-        http
-          .get(options, (res) => {
-            let body = ''
-            res.setEncoding('latin1')
-            res.on('data', (d) => (body += d))
-            res.on('end', () => {
-              const json = JSON.parse(body)
-              resolve({ token: json.access_token, expiresInSeconds: json.expires_in })
-            })
-          })
-          .on('error', reject)
-      }),
-  }
 }
 
 function rawClient(addr) {

@@ -29,6 +29,23 @@ pub const REQUEST_HEADERS: [(&str, &str); 2] = [
     ),
 ];
 
+/// The whole request, for a driver that writes HTTP itself (the wasm driver; reqwest writes the
+/// native one's). `host` is the configured `host[:port]`, which is what the Host header carries.
+#[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
+pub fn request_head(host: &str, path: &str) -> String {
+    let mut head = String::with_capacity(160);
+    for part in ["GET ", path, " HTTP/1.1\r\nHost: ", host, "\r\n"] {
+        head.push_str(part);
+    }
+    for (name, value) in REQUEST_HEADERS {
+        for part in [name, ": ", value, "\r\n"] {
+            head.push_str(part);
+        }
+    }
+    head.push_str("\r\n");
+    head
+}
+
 /// How an attempt failed below HTTP, as the driver saw it. Each driver maps its own errors (io
 /// kinds, hyper's, Node's `err.code`) onto these; what each means is decided here.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -184,6 +201,19 @@ mod tests {
             Err(Error::BadResponse(m)) => m,
             other => panic!("{body}: expected BadResponse, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn the_request_head_is_one_get_with_our_headers() {
+        assert_eq!(
+            request_head("127.0.0.1:8080", "/a/b"),
+            concat!(
+                "GET /a/b HTTP/1.1\r\nHost: 127.0.0.1:8080\r\nMetadata-Flavor: Google\r\n",
+                "User-Agent: yc-metadata-token/",
+                env!("CARGO_PKG_VERSION"),
+                "\r\n\r\n"
+            )
+        );
     }
 
     #[test]

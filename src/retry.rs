@@ -2,6 +2,7 @@
 //! Sans I/O: `Attempts` is told when each attempt ends and answers what to do next; the driver
 //! sends and sleeps.
 
+use crate::config::Settings;
 use crate::error::Error;
 use core::time::Duration;
 
@@ -18,6 +19,18 @@ pub struct Policy {
     pub timeout: Duration,
     pub deadline: Duration,
     pub backoff: Backoff,
+}
+
+impl Policy {
+    /// The policy the settings ask for, with the default backoff.
+    pub fn of(settings: &Settings) -> Policy {
+        Policy {
+            max_attempts: settings.max_attempts,
+            timeout: settings.timeout,
+            deadline: settings.deadline,
+            backoff: Backoff::DEFAULT,
+        }
+    }
 }
 
 /// Exponential backoff with full jitter: the n-th wait is uniform in [0, min(cap, base × 2^(n-1))],

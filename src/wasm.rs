@@ -1,5 +1,6 @@
 //! The wasm driver's exports: the core compiled to plain wasm32 (no wasm-bindgen, no WASI), driven
-//! by wasm-driver.js, which does the I/O with node:http and timers.
+//! by wasm-driver.js, which does the I/O with plain sockets and timers: the core writes the request
+//! and reads the response's bytes (http1.rs).
 //!
 //! The interface is numbers and one byte buffer. Strings travel through `IO` (the JavaScript side
 //! writes into it after `io_reserve`, or reads what an export left there: `io_ptr`, `io_len`), and
@@ -11,13 +12,15 @@
 //! 0 none, 1 send (timeout ms in `NUMS[4]`), 2 sleep (until mono ms in `NUMS[4]`), 3 done with a
 //! token (in `IO`, deadlines in `NUMS[0]`, `NUMS[1]`, attempts in `NUMS[2]`), 4 done with an error
 //! (`IO` holds "code\nmessage", attempts in `NUMS[2]`, HTTP status or -1 in `NUMS[3]`).
+//! When a step ends an attempt, `NUMS[5]` is 1 if its connection can carry the next request.
 //! A 32-bit module has one thread, so plain statics behind `RefCell`s hold the state.
 
 use crate::cache::{Cache, Get, Outcome, Stamp, Step};
 use crate::config::{self, Environment, OptionValue, Settings};
 use crate::error::Error;
 use crate::fetch::{self, Transport};
-use crate::retry::{Backoff, Policy};
+use crate::http1::{self, Broken, Event};
+use crate::retry::Policy;
 use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
@@ -37,6 +40,8 @@ struct Provider {
     cache: Cache<()>,
     settings: Settings,
     url: String,
+    /// The answer of the attempt under way, as its bytes arrive.
+    response: Option<http1::Response>,
 }
 
 #[derive(Default)]
@@ -72,7 +77,6 @@ const STEP_DONE_ERROR: u32 = 4;
 
 /// Transport failures as wasm-driver.js reports them, beside fetch.rs's `Transport` kinds.
 const FAILED_TIMEOUT: u32 = 100;
-const FAILED_TOO_LARGE: u32 = 101;
 
 fn stamp(mono_ms: f64, wall_ms: f64) -> Stamp {
     let at = |ms: f64| Duration::from_secs_f64(if ms > 0.0 { ms / 1000.0 } else { 0.0 });
@@ -180,12 +184,6 @@ pub extern "C" fn nums_ptr() -> *const f64 {
     with(|s| s.nums.as_ptr())
 }
 
-/// The body cap, for the driver to stop reading.
-#[no_mangle]
-pub extern "C" fn max_body_bytes() -> u32 {
-    fetch::MAX_BODY_BYTES as u32
-}
-
 /// Adds one option for the next `provider_new`: its name is `IO[..name_len]`, a text value or a
 /// type name follows it. `kind`: 0 absent, 1 number, 2 text, 3 another type (its `typeof`), 4 the
 /// options argument itself is no object (its `typeof` follows an empty name).
@@ -242,16 +240,12 @@ pub extern "C" fn provider_new(yc_len: i32, gce_len: i32, seed: f64) -> i32 {
                 return -1;
             }
         };
-        let policy = Policy {
-            max_attempts: settings.max_attempts,
-            timeout: settings.timeout,
-            deadline: settings.deadline,
-            backoff: Backoff::DEFAULT,
-        };
+        let policy = Policy::of(&settings);
         let provider = Provider {
             cache: Cache::new(policy, settings.refresh_margin, seed.to_bits()),
             url: settings.url(),
             settings,
+            response: None,
         };
         let free = s.providers.iter().position(Option::is_none);
         let handle = match free {
@@ -268,8 +262,8 @@ pub extern "C" fn provider_new(yc_len: i32, gce_len: i32, seed: f64) -> i32 {
     })
 }
 
-/// What to send, in `IO` as lines: the URL, the host and port to connect to, the path, then each
-/// request header's name and value.
+/// What to send, in `IO`: the URL, the host and the port to connect to, one per line, then the
+/// request's bytes.
 #[no_mangle]
 pub extern "C" fn provider_target(handle: u32) {
     with(|s| {
@@ -277,10 +271,11 @@ pub extern "C" fn provider_target(handle: u32) {
             return s.set_io("");
         };
         let (host, port) = p.settings.host_and_port();
-        let mut target = format!("{}\n{host}\n{port}\n{}", p.url, config::TOKEN_PATH);
-        for (name, value) in fetch::REQUEST_HEADERS {
-            target.push_str(&format!("\n{name}\n{value}"));
-        }
+        let target = format!(
+            "{}\n{host}\n{port}\n{}",
+            p.url,
+            fetch::request_head(&p.settings.host, config::TOKEN_PATH)
+        );
         s.set_io(&target);
     })
 }
@@ -341,21 +336,105 @@ pub extern "C" fn get(handle: u32, mono: f64, wall: f64, force: u32) -> u32 {
     })
 }
 
-/// The response's status line and headers arrived: 0 to read the body, else the step.
+/// `IO[..len]` is the next bytes of the answer: 0 while more are needed, else the step (the
+/// attempt is over).
 #[no_mangle]
-pub extern "C" fn attempt_head(handle: u32, mono: f64, wall: f64, status: u32, flavor: u32) -> u32 {
-    let status = u16::try_from(status).unwrap_or(0);
-    match fetch::classify_status(status, flavor != 0) {
-        Ok(()) => STEP_NONE,
-        Err(e) => on_step(handle, |c| c.attempt_ended(stamp(mono, wall), Err(e))),
-    }
+pub extern "C" fn attempt_data(handle: u32, mono: f64, wall: f64, len: u32) -> u32 {
+    with(|s| {
+        let State { io, providers, .. } = s;
+        let p = providers.get_mut(handle as usize).and_then(Option::as_mut);
+        if let Some(response) = p.and_then(|p| p.response.as_mut()) {
+            response.feed(&io[..(len as usize).min(io.len())]);
+        }
+    });
+    read_on(handle, stamp(mono, wall))
 }
 
-/// The whole body, `IO[..len]`, arrived.
+/// The peer closed the connection: the step (the attempt is over).
 #[no_mangle]
-pub extern "C" fn attempt_body(handle: u32, mono: f64, wall: f64, len: u32) -> u32 {
-    let parsed = with(|s| fetch::parse(&s.io[..(len as usize).min(s.io.len())]));
-    on_step(handle, |c| c.attempt_ended(stamp(mono, wall), parsed))
+pub extern "C" fn attempt_eof(handle: u32, mono: f64, wall: f64) -> u32 {
+    with(|s| {
+        if let Some(response) = s.provider(handle).and_then(|p| p.response.as_mut()) {
+            response.eof();
+        }
+    });
+    read_on(handle, stamp(mono, wall))
+}
+
+/// Reads the answer on as far as its bytes go: 0 while it is incomplete, else the attempt's end.
+fn read_on(handle: u32, at: Stamp) -> u32 {
+    let mut reusable = false;
+    let result = with(|s| {
+        let response = s.provider(handle)?.response.as_mut()?;
+        loop {
+            match response.next() {
+                Ok(Event::More) => return None,
+                Ok(Event::Head {
+                    status,
+                    from_metadata,
+                }) => {
+                    if let Err(e) = fetch::classify_status(status, from_metadata) {
+                        return Some(Err(e));
+                    }
+                }
+                Ok(Event::Body { body, reusable: r }) => {
+                    reusable = r;
+                    return Some(fetch::parse(&body));
+                }
+                Err(Broken::NotHttp) => {
+                    return Some(Err(fetch::transport_error(Transport::NotHttp)))
+                }
+                Err(Broken::Closed) => return Some(Err(fetch::transport_error(Transport::Closed))),
+                Err(Broken::TooLarge) => return Some(Err(fetch::too_large())),
+            }
+        }
+    });
+    // No answer under way: only a confused driver gets here; the core says what it waits for.
+    let Some(result) = result else {
+        return STEP_NONE;
+    };
+    let step = on_step(handle, |c| c.attempt_ended(at, result));
+    with(|s| {
+        s.nums[5] = if reusable { 1.0 } else { 0.0 };
+        if let Some(p) = s.provider(handle) {
+            p.response = None;
+        }
+    });
+    step
+}
+
+/// Takes a flight of a scratch provider through a canned answer, touching no provider and
+/// neither `IO` nor `NUMS`. V8 compiles each wasm function at its first call (~1 ms for the
+/// answer's path): wasm-driver.js calls this while the first request is out, so that the
+/// compiling happens while the thread would wait anyway, not after the answer arrived.
+#[no_mangle]
+pub extern "C" fn warm() {
+    let at = stamp(1.0, 1.0);
+    let settings = Settings::default();
+    let mut cache = Cache::new(Policy::of(&settings), settings.refresh_margin, 1);
+    let _ = cache.get(at, false, ());
+    cache.attempt_sent(at);
+    let mut response = http1::Response::new(fetch::MAX_BODY_BYTES);
+    response.feed(http1::SAMPLE_ANSWER);
+    let mut result = Err(Error::Internal);
+    while let Ok(event) = response.next() {
+        match event {
+            Event::Head {
+                status,
+                from_metadata,
+            } => {
+                let _ = fetch::classify_status(status, from_metadata);
+            }
+            Event::Body { body, .. } => {
+                result = fetch::parse(&body);
+                break;
+            }
+            Event::More => break,
+        }
+    }
+    let step = cache.attempt_ended(at, result);
+    let mut scratch = State::default();
+    scratch.step(step, "");
 }
 
 /// The attempt failed below HTTP: `kind` is a `Transport` in declaration order, or one of the
@@ -364,7 +443,6 @@ pub extern "C" fn attempt_body(handle: u32, mono: f64, wall: f64, len: u32) -> u
 pub extern "C" fn attempt_failed(handle: u32, mono: f64, wall: f64, kind: u32) -> u32 {
     let error = match kind {
         FAILED_TIMEOUT => Error::Timeout,
-        FAILED_TOO_LARGE => fetch::too_large(),
         0 => fetch::transport_error(Transport::Refused),
         1 => fetch::transport_error(Transport::NoRoute),
         2 => fetch::transport_error(Transport::Reset),
@@ -375,15 +453,22 @@ pub extern "C" fn attempt_failed(handle: u32, mono: f64, wall: f64, kind: u32) -
         7 => fetch::transport_error(Transport::NotHttp),
         _ => fetch::transport_error(Transport::Other),
     };
+    with(|s| {
+        s.nums[5] = 0.0;
+        if let Some(p) = s.provider(handle) {
+            p.response = None;
+        }
+    });
     on_step(handle, |c| c.attempt_ended(stamp(mono, wall), Err(error)))
 }
 
-/// The attempt's request went out (its socket was assigned): see `Cache::attempt_sent`.
+/// The attempt's request went out: see `Cache::attempt_sent`. Its answer is read from here on.
 #[no_mangle]
 pub extern "C" fn attempt_sent(handle: u32, mono: f64, wall: f64) {
     with(|s| {
         if let Some(p) = s.provider(handle) {
             p.cache.attempt_sent(stamp(mono, wall));
+            p.response = Some(http1::Response::new(fetch::MAX_BODY_BYTES));
         }
     })
 }

@@ -5,7 +5,7 @@ use super::transport;
 use crate::cache::{Cache, Get, Outcome, Stamp, Stats, Step, Token};
 use crate::config::Settings;
 use crate::error::Error;
-use crate::retry::{Backoff, Policy};
+use crate::retry::Policy;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Instant, SystemTime};
 
@@ -92,12 +92,7 @@ impl Provider {
                 settings.host
             ))
         })?;
-        let policy = Policy {
-            max_attempts: settings.max_attempts,
-            timeout: settings.timeout,
-            deadline: settings.deadline,
-            backoff: Backoff::DEFAULT,
-        };
+        let policy = Policy::of(settings);
         let cache = Cache::new(policy, settings.refresh_margin, seed());
         Ok(Arc::new(Provider {
             cache: Mutex::new(cache),
