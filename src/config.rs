@@ -63,76 +63,62 @@ pub struct Settings {
 
 impl Settings {
     pub fn url(&self) -> String {
-        format!("http://{}{}", self.host, TOKEN_PATH)
+        // Pieces pushed rather than format!: the wasm module compiles each function at its first
+        // call, and this is on the way of every new provider (see `valid_host`).
+        let mut url = String::with_capacity(7 + self.host.len() + TOKEN_PATH.len());
+        url.push_str("http://");
+        url.push_str(&self.host);
+        url.push_str(TOKEN_PATH);
+        url
     }
 
     /// Where to connect, for a driver that takes the host and port apart (an IPv6 address
     /// without its brackets). The host was validated, so this only splits it.
     #[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))] // the wasm driver's
     pub fn host_and_port(&self) -> (&str, u16) {
-        let (host, port) = match self.host.strip_prefix('[') {
-            Some(rest) => match rest.split_once(']') {
-                Some((inside, after)) => (inside, after.strip_prefix(':')),
-                None => (rest, None),
+        let host = self.host.as_str();
+        let (host, port) = match host.as_bytes().first() {
+            Some(b'[') => match find(&host[1..], b']') {
+                Some(end) => (&host[1..end + 1], after_colon(&host[end + 2..])),
+                None => (&host[1..], None),
             },
-            None => match self.host.rsplit_once(':') {
-                Some((name, port)) => (name, Some(port)),
-                None => (self.host.as_str(), None),
+            _ => match host.bytes().rposition(|b| b == b':') {
+                Some(colon) => (&host[..colon], Some(&host[colon + 1..])),
+                None => (host, None),
             },
         };
-        (host, port.and_then(|p| p.parse().ok()).unwrap_or(80))
+        (host, port.and_then(parse_u16).unwrap_or(80))
     }
 }
+
+/// The defaults but the host, which `settings` always sets: without the default host's string, made
+/// only to be dropped.
+const DEFAULTS_BUT_HOST: Settings = Settings {
+    host: String::new(),
+    timeout: DEFAULT_TIMEOUT,
+    deadline: DEFAULT_DEADLINE,
+    max_attempts: DEFAULT_MAX_ATTEMPTS,
+    refresh_margin: DEFAULT_REFRESH_MARGIN,
+};
 
 impl Default for Settings {
     fn default() -> Self {
         Settings {
             host: DEFAULT_HOST.to_string(),
-            timeout: DEFAULT_TIMEOUT,
-            deadline: DEFAULT_DEADLINE,
-            max_attempts: DEFAULT_MAX_ATTEMPTS,
-            refresh_margin: DEFAULT_REFRESH_MARGIN,
+            ..DEFAULTS_BUT_HOST
         }
     }
 }
 
 /// Builds settings from the constructor's options (name, value pairs) and the environment.
 pub fn settings(options: &[(String, OptionValue)], env: &Environment) -> Result<Settings, Error> {
-    let mut settings = Settings::default();
+    let mut settings = DEFAULTS_BUT_HOST;
     let mut host = None;
     for (name, value) in options {
-        if *value == OptionValue::Absent {
-            continue;
-        }
-        match name.as_str() {
-            "host" => host = Some(valid_host(text(name, value)?, "option host")?),
-            "timeoutMs" => settings.timeout = millis(name, value)?,
-            "deadlineMs" => settings.deadline = millis(name, value)?,
-            "maxAttempts" => {
-                let n = number(name, value)?;
-                // `n as u32` truncates: equal only for a whole number (no float math in no_std).
-                if !(1.0..=MAX_ATTEMPTS_LIMIT as f64).contains(&n) || f64::from(n as u32) != n {
-                    return Err(invalid(format!(
-                        "option maxAttempts must be a whole number from 1 to {MAX_ATTEMPTS_LIMIT}, got {n}"
-                    )));
-                }
-                settings.max_attempts = n as u32;
-            }
-            "refreshMarginSeconds" => {
-                let n = number(name, value)?;
-                if !(0.0..=MAX_REFRESH_MARGIN_SECS).contains(&n) {
-                    return Err(invalid(format!(
-                        "option refreshMarginSeconds must be from 0 to {MAX_REFRESH_MARGIN_SECS}, got {n}"
-                    )));
-                }
-                settings.refresh_margin = Duration::from_secs_f64(n);
-            }
-            _ => {
-                return Err(invalid(format!(
-                    "unknown option {name:?}; the options are host, timeoutMs, deadlineMs, \
-                     maxAttempts and refreshMarginSeconds"
-                )))
-            }
+        match (name.as_str(), value) {
+            (_, OptionValue::Absent) => {}
+            ("host", value) => host = Some(valid_host(text(name, value)?, HostFrom::Option)?),
+            _ => number_option(&mut settings, name, value)?,
         }
     }
     settings.host = match host {
@@ -140,6 +126,43 @@ pub fn settings(options: &[(String, OptionValue)], env: &Environment) -> Result<
         None => host_from_env(env)?,
     };
     Ok(settings)
+}
+
+/// Sets a number option, or refuses an unknown one. Out of line, unlike `host`: the wasm module
+/// compiles a function at its first call, so a provider without these options never compiles this
+/// (nor the float formatting of its messages).
+#[inline(never)]
+fn number_option(settings: &mut Settings, name: &str, value: &OptionValue) -> Result<(), Error> {
+    match name {
+        "timeoutMs" => settings.timeout = millis(name, value)?,
+        "deadlineMs" => settings.deadline = millis(name, value)?,
+        "maxAttempts" => {
+            let n = number(name, value)?;
+            // `n as u32` truncates: equal only for a whole number (no float math in no_std).
+            if !(1.0..=MAX_ATTEMPTS_LIMIT as f64).contains(&n) || f64::from(n as u32) != n {
+                return Err(invalid(format!(
+                    "option maxAttempts must be a whole number from 1 to {MAX_ATTEMPTS_LIMIT}, got {n}"
+                )));
+            }
+            settings.max_attempts = n as u32;
+        }
+        "refreshMarginSeconds" => {
+            let n = number(name, value)?;
+            if !(0.0..=MAX_REFRESH_MARGIN_SECS).contains(&n) {
+                return Err(invalid(format!(
+                    "option refreshMarginSeconds must be from 0 to {MAX_REFRESH_MARGIN_SECS}, got {n}"
+                )));
+            }
+            settings.refresh_margin = Duration::from_secs_f64(n);
+        }
+        _ => {
+            return Err(invalid(format!(
+                "unknown option {name:?}; the options are host, timeoutMs, deadlineMs, \
+                 maxAttempts and refreshMarginSeconds"
+            )))
+        }
+    }
+    Ok(())
 }
 
 /// The options argument was given but is no object.
@@ -154,11 +177,29 @@ fn host_from_env(env: &Environment) -> Result<String, Error> {
     ];
     for (name, value) in from {
         // An empty variable counts as unset, as in the shell habit `VAR= node app.js`.
-        if let Some(value) = value.as_deref().map(str::trim).filter(|v| !v.is_empty()) {
-            return valid_host(value, &format!("environment variable {name}"));
+        if let Some(value) = value.as_deref().map(trim).filter(|v| !v.is_empty()) {
+            return valid_host(value, HostFrom::Env(name));
         }
     }
     Ok(DEFAULT_HOST.to_string())
+}
+
+/// `str::trim`, whose Unicode whitespace table only a value that needs it pays for: one that
+/// starts and ends with a visible ASCII character (or is empty) has nothing to trim.
+fn trim(value: &str) -> &str {
+    let visible = |b: Option<&u8>| b.is_none_or(u8::is_ascii_graphic);
+    if visible(value.as_bytes().first()) && visible(value.as_bytes().last()) {
+        value
+    } else {
+        value.trim()
+    }
+}
+
+/// Where a host came from, to name it in the error message.
+#[derive(Clone, Copy)]
+enum HostFrom {
+    Option,
+    Env(&'static str),
 }
 
 /// Accepts `host[:port]`: an IPv4 address or DNS name, or a bracketed IPv6 address.
@@ -172,73 +213,194 @@ fn host_from_env(env: &Environment) -> Result<String, Error> {
 /// - `localhost.` and `*.localhost.` are loopback (RFC 6761 6.3) and are answered from /etc/hosts,
 ///   which glibc matches only without the dot: with it, the lookup fails and goes out to the DNS
 ///   server instead.
-fn valid_host(value: &str, what: &str) -> Result<String, Error> {
-    let bad = |why: &str| {
-        invalid(format!(
-            "{what} must be \"host\" or \"host:port\" (like 169.254.169.254 or 127.0.0.1:8080), \
-             {why}: {value:?}"
-        ))
-    };
-    if value.contains("://") {
-        return Err(bad("without a scheme"));
+///
+/// Byte by byte, with the messages built in `bad_host` alone: the wasm module compiles a function
+/// at its first call, and core's substring search, IP address parsers and formatting machinery
+/// made this the bulk of what the first provider compiled.
+fn valid_host(value: &str, from: HostFrom) -> Result<String, Error> {
+    let bad = |why| Err(bad_host(value, from, why));
+    if value.as_bytes().windows(3).any(|w| w == b"://") {
+        return bad("without a scheme");
     }
-    let (name, port) = if let Some(rest) = value.strip_prefix('[') {
-        let (inside, after) = rest.split_once(']').ok_or_else(|| bad("unclosed '['"))?;
-        if inside.parse::<core::net::Ipv6Addr>().is_err() {
-            return Err(bad("not an IPv6 address inside [ ]"));
+    let bracketed = value.as_bytes().starts_with(b"[");
+    let (name, port) = if bracketed {
+        let rest = &value[1..];
+        let Some(end) = find(rest, b']') else {
+            return bad("unclosed '['");
+        };
+        let (inside, after) = (&rest[..end], &rest[end + 1..]);
+        if !is_ipv6(inside.as_bytes()) {
+            return bad("not an IPv6 address inside [ ]");
         }
-        match after {
-            "" => (inside, None),
-            _ => (
-                inside,
-                Some(
-                    after
-                        .strip_prefix(':')
-                        .ok_or_else(|| bad("junk after ']'"))?,
-                ),
-            ),
+        if after.is_empty() {
+            (inside, None)
+        } else if let Some(port) = after_colon(after) {
+            (inside, Some(port))
+        } else {
+            return bad("junk after ']'");
         }
     } else {
-        match value.split_once(':') {
-            Some((name, port)) => (name, Some(port)),
+        match find(value, b':') {
+            Some(colon) => (&value[..colon], Some(&value[colon + 1..])),
             None => (value, None),
         }
     };
     let mut undotted = None;
-    if !value.starts_with('[') {
-        let label_ok = |l: &str| {
-            !l.is_empty()
-                && l.len() <= 63
-                && l.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    if !bracketed {
+        let bare = match name.as_bytes().last() {
+            Some(b'.') => &name[..name.len() - 1],
+            _ => name,
         };
-        let bare = name.strip_suffix('.').unwrap_or(name);
-        if bare.is_empty() || bare.len() > 253 || !bare.split('.').all(label_ok) {
-            return Err(bad(
-                "with a valid host name or IPv4 address and nothing else",
-            ));
-        }
-        let last_label = bare.rsplit('.').next().unwrap_or(bare);
+        let Some(last_label) = last_label(bare) else {
+            return bad("with a valid host name or IPv4 address and nothing else");
+        };
         if bare.len() < name.len()
-            && (bare.parse::<core::net::Ipv4Addr>().is_ok()
-                || last_label.eq_ignore_ascii_case("localhost"))
+            && (is_ipv4(bare.as_bytes()) || last_label.eq_ignore_ascii_case("localhost"))
         {
             undotted = Some(bare);
         }
     }
     if let Some(port) = port {
-        let ok = !port.is_empty()
-            && port.bytes().all(|b| b.is_ascii_digit())
-            && port.parse::<u16>().is_ok_and(|p| p > 0);
-        if !ok {
-            return Err(bad("with a port from 1 to 65535"));
+        // Digits only, as `parse_u16` would also take a leading '+'.
+        let digits = port.bytes().all(|b| b.is_ascii_digit());
+        if !digits || !matches!(parse_u16(port), Some(1..)) {
+            return bad("with a port from 1 to 65535");
         }
     }
-    Ok(match (undotted, port) {
-        (Some(bare), Some(port)) => format!("{bare}:{port}"),
-        (Some(bare), None) => bare.to_string(),
-        (None, _) => value.to_string(),
-    })
+    let Some(bare) = undotted else {
+        return Ok(value.to_string());
+    };
+    let mut host = bare.to_string();
+    if let Some(port) = port {
+        host.push(':');
+        host.push_str(port);
+    }
+    Ok(host)
+}
+
+/// Why `valid_host` refused `value`: out of line and cold, so that the formatting code it takes is
+/// compiled only when a host is refused.
+#[cold]
+#[inline(never)]
+fn bad_host(value: &str, from: HostFrom, why: &str) -> Error {
+    let what = match from {
+        HostFrom::Option => "option host".to_string(),
+        HostFrom::Env(name) => format!("environment variable {name}"),
+    };
+    invalid(format!(
+        "{what} must be \"host\" or \"host:port\" (like 169.254.169.254 or 127.0.0.1:8080), \
+         {why}: {value:?}"
+    ))
+}
+
+// Byte-level helpers: core's `str` methods with a `char` pattern are generic functions of their
+// own (and `find` runs memchr's word-at-a-time loop), more code to compile than these loops.
+
+/// The first `byte` (ASCII) in `text`.
+fn find(text: &str, byte: u8) -> Option<usize> {
+    text.bytes().position(|b| b == byte)
+}
+
+/// `text.strip_prefix(':')`.
+fn after_colon(text: &str) -> Option<&str> {
+    text.as_bytes().starts_with(b":").then(|| &text[1..])
+}
+
+/// The last label of `name` if it is a host name or IPv4 address as DNS writes them: labels of 1
+/// to 63 letters, digits, '-' or '_' joined by dots, 253 bytes in all.
+fn last_label(name: &str) -> Option<&str> {
+    if name.len() > 253 {
+        return None;
+    }
+    let mut start = 0; // of the label being read
+    for (i, b) in name.bytes().enumerate() {
+        if b == b'.' {
+            if i == start {
+                return None; // an empty label
+            }
+            start = i + 1;
+        } else if !(b.is_ascii_alphanumeric() || b == b'-' || b == b'_') || i - start >= 63 {
+            return None;
+        }
+    }
+    // Empty for "" and a name that ends in a dot.
+    (start < name.len()).then(|| &name[start..])
+}
+
+/// `text.parse::<u16>().ok()` without core's integer parser: decimal digits after an optional '+'.
+fn parse_u16(text: &str) -> Option<u16> {
+    let digits = match text.as_bytes().first() {
+        Some(b'+') => &text[1..],
+        _ => text,
+    };
+    if digits.is_empty() {
+        return None;
+    }
+    let mut n: u16 = 0;
+    for b in digits.bytes() {
+        if !b.is_ascii_digit() {
+            return None;
+        }
+        n = n.checked_mul(10)?.checked_add(u16::from(b - b'0'))?;
+    }
+    Some(n)
+}
+
+/// Whether `core::net::Ipv4Addr` parses `s`: four decimal numbers up to 255 joined by dots, with
+/// no leading zeros (which other parsers read as octal). Out of line, like `is_ipv6`: only a name
+/// with a trailing dot needs it, so the usual host does not compile it.
+#[inline(never)]
+fn is_ipv4(s: &[u8]) -> bool {
+    let mut numbers = 0;
+    for n in s.split(|&b| b == b'.') {
+        numbers += 1;
+        let decimal = matches!(n.len(), 1..=3) && n.iter().all(u8::is_ascii_digit);
+        if numbers > 4 || !decimal || (n[0] == b'0' && n.len() > 1) {
+            return false;
+        }
+        if n.iter().fold(0, |v, d| v * 10 + u16::from(d - b'0')) > 255 {
+            return false;
+        }
+    }
+    numbers == 4
+}
+
+/// Whether `core::net::Ipv6Addr` parses `s`: eight groups of 1 to 4 hex digits joined by ':', or
+/// fewer around one "::" that stands for at least one zero group. An IPv4 address may end it in
+/// place of the last two groups, but not before the "::". Out of line: only a bracketed host
+/// compiles it.
+#[inline(never)]
+fn is_ipv6(s: &[u8]) -> bool {
+    match s.windows(2).position(|w| w == b"::") {
+        None => ipv6_groups(s, true) == Some(8),
+        Some(gap) => match (
+            ipv6_groups(&s[..gap], false),
+            ipv6_groups(&s[gap + 2..], true),
+        ) {
+            (Some(head), Some(tail)) => head + tail <= 7,
+            _ => false,
+        },
+    }
+}
+
+/// How many 16-bit groups `s`, groups joined by single colons, holds (none if empty), or None if
+/// a part is no group. An IPv4 address, when `ipv4_last` allows it as the last part, counts two.
+fn ipv6_groups(s: &[u8], ipv4_last: bool) -> Option<usize> {
+    if s.is_empty() {
+        return Some(0);
+    }
+    let mut count = 0;
+    let mut parts = s.split(|&b| b == b':').peekable();
+    while let Some(part) = parts.next() {
+        if matches!(part.len(), 1..=4) && part.iter().all(u8::is_ascii_hexdigit) {
+            count += 1;
+        } else if ipv4_last && parts.peek().is_none() && is_ipv4(part) {
+            count += 2;
+        } else {
+            return None;
+        }
+    }
+    Some(count)
 }
 
 fn invalid(message: String) -> Error {
@@ -309,6 +471,412 @@ mod tests {
         match settings(&opts(pairs), &Environment::default()) {
             Err(Error::InvalidOption(m)) => m,
             other => panic!("expected InvalidOption, got {other:?}"),
+        }
+    }
+
+    /// The code this module had before it parsed by hand (commit caadd8c), kept as the oracle the
+    /// byte-level versions are compared with: same hosts accepted, same errors, same splits.
+    mod before {
+        use super::super::*;
+
+        pub fn valid_host(value: &str, what: &str) -> Result<String, Error> {
+            let bad = |why: &str| {
+                invalid(format!(
+                    "{what} must be \"host\" or \"host:port\" (like 169.254.169.254 or 127.0.0.1:8080), \
+                     {why}: {value:?}"
+                ))
+            };
+            if value.contains("://") {
+                return Err(bad("without a scheme"));
+            }
+            let (name, port) = if let Some(rest) = value.strip_prefix('[') {
+                let (inside, after) = rest.split_once(']').ok_or_else(|| bad("unclosed '['"))?;
+                if inside.parse::<core::net::Ipv6Addr>().is_err() {
+                    return Err(bad("not an IPv6 address inside [ ]"));
+                }
+                match after {
+                    "" => (inside, None),
+                    _ => (
+                        inside,
+                        Some(
+                            after
+                                .strip_prefix(':')
+                                .ok_or_else(|| bad("junk after ']'"))?,
+                        ),
+                    ),
+                }
+            } else {
+                match value.split_once(':') {
+                    Some((name, port)) => (name, Some(port)),
+                    None => (value, None),
+                }
+            };
+            let mut undotted = None;
+            if !value.starts_with('[') {
+                let label_ok = |l: &str| {
+                    !l.is_empty()
+                        && l.len() <= 63
+                        && l.bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+                };
+                let bare = name.strip_suffix('.').unwrap_or(name);
+                if bare.is_empty() || bare.len() > 253 || !bare.split('.').all(label_ok) {
+                    return Err(bad(
+                        "with a valid host name or IPv4 address and nothing else",
+                    ));
+                }
+                let last_label = bare.rsplit('.').next().unwrap_or(bare);
+                if bare.len() < name.len()
+                    && (bare.parse::<core::net::Ipv4Addr>().is_ok()
+                        || last_label.eq_ignore_ascii_case("localhost"))
+                {
+                    undotted = Some(bare);
+                }
+            }
+            if let Some(port) = port {
+                let ok = !port.is_empty()
+                    && port.bytes().all(|b| b.is_ascii_digit())
+                    && port.parse::<u16>().is_ok_and(|p| p > 0);
+                if !ok {
+                    return Err(bad("with a port from 1 to 65535"));
+                }
+            }
+            Ok(match (undotted, port) {
+                (Some(bare), Some(port)) => format!("{bare}:{port}"),
+                (Some(bare), None) => bare.to_string(),
+                (None, _) => value.to_string(),
+            })
+        }
+
+        pub fn host_and_port(host: &str) -> (&str, u16) {
+            let (host, port) = match host.strip_prefix('[') {
+                Some(rest) => match rest.split_once(']') {
+                    Some((inside, after)) => (inside, after.strip_prefix(':')),
+                    None => (rest, None),
+                },
+                None => match host.rsplit_once(':') {
+                    Some((name, port)) => (name, Some(port)),
+                    None => (host, None),
+                },
+            };
+            (host, port.and_then(|p| p.parse().ok()).unwrap_or(80))
+        }
+    }
+
+    /// Strings made of `pieces`, picked by a fixed pseudo-random sequence (xorshift): the same
+    /// inputs on every run, many of them near the edges the pieces mark out.
+    fn strings(pieces: &[&str], count: usize, max_pieces: u64) -> Vec<String> {
+        let mut state = 0x9E37_79B9_7F4A_7C15_u64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        (0..count)
+            .map(|_| {
+                let n = next() % (max_pieces + 1);
+                (0..n)
+                    .map(|_| pieces[(next() % pieces.len() as u64) as usize])
+                    .collect()
+            })
+            .collect()
+    }
+
+    /// Every string of up to `max_len` bytes from `alphabet`.
+    fn all_strings(alphabet: &[u8], max_len: usize) -> Vec<String> {
+        let mut all = vec![String::new()];
+        let mut last = vec![String::new()];
+        for _ in 0..max_len {
+            last = last
+                .iter()
+                .flat_map(|s| alphabet.iter().map(move |&b| format!("{s}{}", b as char)))
+                .collect();
+            all.extend(last.iter().cloned());
+        }
+        all
+    }
+
+    const IP_PIECES: &[&str] = &[
+        "0",
+        "1",
+        "9",
+        "00",
+        "01",
+        "255",
+        "256",
+        "999",
+        "1000",
+        "f",
+        "FFFF",
+        "aBc",
+        "0000",
+        "12345",
+        "fffff",
+        "g",
+        ":",
+        ":",
+        ":",
+        "::",
+        ":::",
+        ".",
+        ".",
+        ".",
+        "1.2.3.4",
+        "255.255.255.255",
+        "1.2.3",
+        "0.0.0.0",
+        "01.2.3.4",
+        "::ffff:",
+        "1:2:3:4:",
+        "5:6:7",
+        " ",
+        "+1",
+        "-1",
+        "é",
+        "[",
+        "]",
+        "%",
+    ];
+
+    #[test]
+    fn ip_address_checks_agree_with_core_net() {
+        let agree = |s: &str| {
+            assert_eq!(
+                is_ipv4(s.as_bytes()),
+                s.parse::<core::net::Ipv4Addr>().is_ok(),
+                "IPv4 {s:?}"
+            );
+            assert_eq!(
+                is_ipv6(s.as_bytes()),
+                s.parse::<core::net::Ipv6Addr>().is_ok(),
+                "IPv6 {s:?}"
+            );
+        };
+        for s in all_strings(b"019af:.", 7) {
+            agree(&s);
+        }
+        for s in strings(IP_PIECES, 300_000, 12) {
+            agree(&s);
+        }
+        let ipv6 = [
+            "::",
+            "::1",
+            "1::",
+            "fe80::1",
+            "2001:db8::8a2e:370:7334",
+            "2001:0db8:0000:0000:0000:ff00:0042:8329",
+            "1:2:3:4:5:6:7:8",
+            "1:2:3:4:5:6:7::",
+            "::2:3:4:5:6:7:8",
+            "1:2:3:4:5:6:1.2.3.4",
+            "::ffff:192.168.0.1",
+            "::1.2.3.4",
+            "1:2:3:4:5::1.2.3.4",
+            "A:B:C:D:E:F:a:b",
+        ];
+        let not_ipv6 = [
+            "",
+            ":",
+            ":::",
+            "1:2:3:4:5:6:7",
+            "1:2:3:4:5:6:7:8:9",
+            "1:2:3:4:5:6:7:8::",
+            "::1:2:3:4:5:6:7:8",
+            "1::2::3",
+            "12345::",
+            "g::",
+            "1.2.3.4",
+            "1.2.3.4::",
+            "1:2:3:4:5:6::1.2.3.4",
+            "::01.2.3.4",
+            "::1.2.3.256",
+            "::1.2.3.4:5",
+            ":1::",
+            "::1:",
+            "fe80::1%eth0",
+        ];
+        for s in ipv6.iter().chain(&not_ipv6) {
+            agree(s);
+        }
+        assert!(ipv6.iter().all(|s| is_ipv6(s.as_bytes())));
+        assert!(!not_ipv6.iter().any(|s| is_ipv6(s.as_bytes())));
+    }
+
+    #[test]
+    fn parse_u16_agrees_with_str_parse() {
+        let mut inputs = all_strings(b"09+- ", 4);
+        for n in (0..70_000)
+            .step_by(7)
+            .chain([65_535, 65_536, 99_999, 655_350])
+        {
+            inputs.extend([
+                format!("{n}"),
+                format!("+{n}"),
+                format!("00{n}"),
+                format!("-{n}"),
+            ]);
+        }
+        inputs.extend(["٣", "1_0", "0x10", "1e3", "65535 "].map(String::from));
+        for s in inputs {
+            assert_eq!(parse_u16(&s), s.parse::<u16>().ok(), "{s:?}");
+        }
+    }
+
+    #[test]
+    fn trim_agrees_with_str_trim() {
+        let inputs = strings(
+            &[
+                " ", "\t", "\n", "\x0b", "\x0c", "\r", "\u{85}", "\u{a0}", "\u{2003}", "\u{3000}",
+                "a", "1", ":", "é", "\0", "\x7f",
+            ],
+            20_000,
+            6,
+        );
+        for s in inputs {
+            assert_eq!(trim(&s), s.trim(), "{s:?}");
+        }
+    }
+
+    const HOST_PIECES: &[&str] = &[
+        "a",
+        "Z",
+        "0",
+        "1",
+        "127.0.0.1",
+        "1.2.3.4",
+        "01",
+        "256",
+        "localhost",
+        "LocalHost",
+        "-",
+        "_",
+        ".",
+        ".",
+        ".",
+        ":",
+        ":",
+        "::",
+        "::1",
+        "[",
+        "]",
+        "[::1]",
+        "80",
+        "8080",
+        "0",
+        "65535",
+        "65536",
+        "+80",
+        "://",
+        "/",
+        "@",
+        " ",
+        "\t",
+        "é",
+        "fe80::1",
+    ];
+
+    #[test]
+    fn hosts_are_read_as_before() {
+        let long_label = "x".repeat(63);
+        let mut inputs = strings(HOST_PIECES, 200_000, 8);
+        inputs.extend(strings(&[&long_label, "x", ".", ":80", "[::1]"], 2_000, 6));
+        // Names of 252 to 255 bytes, around the 253 allowed.
+        let names = ["a", "ab", "abc", "abcd"].map(|last| format!("{}{last}", "a.".repeat(126)));
+        for name in names {
+            inputs.extend(["", ".", ":80", ".:80"].map(|end| format!("{name}{end}")));
+        }
+        for value in &inputs {
+            let new = valid_host(value, HostFrom::Option);
+            assert_eq!(new, before::valid_host(value, "option host"), "{value:?}");
+            let new = valid_host(value, HostFrom::Env(ENV_YC_METADATA_ADDR));
+            let old = before::valid_host(value, "environment variable YC_METADATA_ADDR");
+            assert_eq!(new, old, "{value:?}");
+        }
+        // The split, of what was accepted and of anything else.
+        for host in inputs.iter().chain(&strings(HOST_PIECES, 50_000, 8)) {
+            let settings = Settings {
+                host: host.clone(),
+                ..Settings::default()
+            };
+            assert_eq!(
+                settings.host_and_port(),
+                before::host_and_port(host),
+                "{host:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn messages_name_the_source_and_the_fault() {
+        let message = |value: &str, from| match valid_host(value, from) {
+            Err(Error::InvalidOption(m)) => m,
+            other => panic!("{value:?}: {other:?}"),
+        };
+        assert_eq!(
+            message("[::1]x", HostFrom::Option),
+            "option host must be \"host\" or \"host:port\" (like 169.254.169.254 or \
+             127.0.0.1:8080), junk after ']': \"[::1]x\""
+        );
+        assert_eq!(
+            message("h:0", HostFrom::Env(ENV_GCE_METADATA_HOST)),
+            "environment variable GCE_METADATA_HOST must be \"host\" or \"host:port\" (like \
+             169.254.169.254 or 127.0.0.1:8080), with a port from 1 to 65535: \"h:0\""
+        );
+        for (value, why) in [
+            ("http://h", "without a scheme"),
+            ("[::1", "unclosed '['"),
+            ("[1.2.3.4]", "not an IPv6 address inside [ ]"),
+            ("[::1]:", "with a port from 1 to 65535"),
+            ("[::1]:+80", "with a port from 1 to 65535"),
+            ("h:65536", "with a port from 1 to 65535"),
+            ("a_b.c-d:", "with a port from 1 to 65535"),
+            (
+                "é",
+                "with a valid host name or IPv4 address and nothing else",
+            ),
+            (
+                "a..b",
+                "with a valid host name or IPv4 address and nothing else",
+            ),
+        ] {
+            assert!(message(value, HostFrom::Option).contains(why), "{value}");
+        }
+    }
+
+    #[test]
+    fn ipv6_literals_in_brackets() {
+        let host = |h: &str| valid_host(h, HostFrom::Option);
+        for h in [
+            "[::]",
+            "[::1]:1",
+            "[fe80::1]:65535",
+            "[::ffff:127.0.0.1]:8080",
+            "[1:2:3:4:5:6:7:8]",
+        ] {
+            assert_eq!(host(h).unwrap(), h);
+        }
+        for h in [
+            "[]",
+            "[::1]:0",
+            "[::1]]",
+            "[[::1]]",
+            "[::1%lo]",
+            "[1:2:3:4:5:6:7]:80",
+            "[::1].",
+        ] {
+            assert!(host(h).is_err(), "{h}");
+        }
+    }
+
+    #[test]
+    fn url_is_built_as_before() {
+        for host in ["169.254.169.254", "[::1]:8080", "metadata.google.internal."] {
+            let settings = Settings {
+                host: host.to_string(),
+                ..Settings::default()
+            };
+            assert_eq!(settings.url(), format!("http://{host}{TOKEN_PATH}"));
         }
     }
 
