@@ -122,11 +122,11 @@ class WasmProvider {
     this.handle = -1
     this.attach()
     const target = readIo(this.inst)
-    const lines = target.split('\n', 3)
+    const lines = target.split('\n', 2)
     this.url = lines[0]
     this.host = lines[1]
-    this.port = Number(lines[2])
-    this.request = Buffer.from(target.slice(lines.join('\n').length + 1), 'latin1')
+    this.port = nums(this.inst)[4]
+    this.request = Buffer.from(target.slice(lines[0].length + lines[1].length + 2), 'latin1')
     // The callers waiting for the flight under way, and what it has open: the attempt's
     // connection and timeout, the timer of a wait between attempts.
     this.waiters = []
