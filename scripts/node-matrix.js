@@ -213,13 +213,14 @@ async function runNode(node, args, options) {
 // the check's summary or rejects with the child's output.
 // `driver`: the one the install must choose by itself (native with a platform package, wasm with the
 // root package alone); a driver forced in this process's environment does not reach the check.
-async function checkOn(node, app, address, token, port, driver) {
+async function checkOn(node, app, address, token, port, driver, forced) {
   const env = cleanEnv({
     YC_METADATA_ADDR: address,
     EXPECT_TOKEN: token,
     CLOSED_PORT: String(port),
     EXPECT_DRIVER: driver || 'native',
-    YC_METADATA_TOKEN_DRIVER: '',
+    // Forced: the driver asked for by name, whatever else is installed.
+    YC_METADATA_TOKEN_DRIVER: forced ? driver : '',
   })
   const result = await runNode(node, ['check.js', 'check'], { cwd: app, env })
   if (result.code !== 0) {

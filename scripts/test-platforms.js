@@ -456,20 +456,22 @@ async function main() {
           record({ platform: p.platform, check: 'install', node: '' }, err)
           continue
         }
-        for (const runtime of runtimes) {
-          const row = { platform: p.platform, check: 'packed install', node: '', detail: runtime.label }
+        for (const [runtime, driver] of runtimes.flatMap((r) => [[r, 'native'], [r, 'wasm']])) {
+          // The wasm driver too, forced where the addon loads: its sockets are the platform's
+          // (Windows' error codes, musl's resolver) as much as the addon's are.
+          const row = { platform: p.platform, check: 'packed install, ' + driver, node: '', detail: runtime.label }
           const started = Date.now()
           try {
-            runtime.version = (await matrix.runNode(runtime, ['--version'], { env: matrix.cleanEnv() })).stdout.trim()
+            runtime.version = runtime.version || (await matrix.runNode(runtime, ['--version'], { env: matrix.cleanEnv() })).stdout.trim()
             row.node = runtime.version
             const before = emulator.requests
-            const summary = await matrix.checkOn(runtime, app, emulator.address, token, port)
+            const summary = await matrix.checkOn(runtime, app, emulator.address, token, port, driver, driver === 'wasm')
             if (summary.node !== runtime.version) throw new Error('the check ran on ' + summary.node + ', not ' + runtime.version)
             // One fetch by the default provider, one by a TokenProvider: the package reached the emulator.
             if (emulator.requests - before !== 2) throw new Error((emulator.requests - before) + ' upstream requests, expected 2')
             row.detail += ', ' + ((Date.now() - started) / 1000).toFixed(1) + ' s'
             if (summary.addon) row.detail += ', addon ' + path.relative(app, summary.addon)
-            if (runtime.timeRequire) row.detail += ', require median ' + matrix.formatMs(await matrix.requireMs(runtime, app))
+            if (runtime.timeRequire && driver === 'native') row.detail += ', require median ' + matrix.formatMs(await matrix.requireMs(runtime, app))
             if (summary.notes.length) row.detail += ' (' + summary.notes.join('; ') + ')'
             record(row)
           } catch (err) {
