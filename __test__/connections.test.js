@@ -102,3 +102,22 @@ test('a connection that fails fresh is an attempt of its own: no silent resend',
     await peer.close()
   }
 })
+
+test('an error status is reported as that status whatever length its body declares', async () => {
+  // A proxy's or load balancer's HTML error page can exceed the 16 KiB body cap: the status still
+  // decides (503 retried, 404 from the metadata service: no service account), as with hyper.
+  const big = 'Content-Length: 20000\r\n\r\n' + 'x'.repeat(100)
+  const unavailable = await server((socket) => socket.write('HTTP/1.1 503 Service Unavailable\r\n' + big))
+  const missing = await server((socket) => socket.write('HTTP/1.1 404 Not Found\r\nMetadata-Flavor: Google\r\n' + big))
+  try {
+    const options = { maxAttempts: 2, timeoutMs: 500, deadlineMs: 2000 }
+    const a = new TokenProvider({ host: unavailable.address, ...options })
+    await assert.rejects(a.getToken(), { code: 'ERR_METADATA_STATUS', status: 503 })
+    assert.equal(unavailable.requests(), 2, 'a 503 is retried')
+    const b = new TokenProvider({ host: missing.address, ...options })
+    await assert.rejects(b.getToken(), { code: 'ERR_METADATA_NO_SERVICE_ACCOUNT', status: 404 })
+  } finally {
+    await unavailable.close()
+    await missing.close()
+  }
+})
