@@ -5,7 +5,7 @@
 
 const test = require('node:test')
 const assert = require('node:assert/strict')
-const { peerServer } = require('./helpers')
+const { peerServer, runNode } = require('./helpers')
 const { TokenProvider } = require('..')
 
 const BODY = JSON.stringify({ access_token: 'kept.token', expires_in: 3600, token_type: 'Bearer' })
@@ -120,4 +120,51 @@ test('an error status is reported as that status whatever length its body declar
     await unavailable.close()
     await missing.close()
   }
+})
+
+test('wasm: a trap in one provider leaves another provider mid-attempt with an answer, not a hang', async (t) => {
+  if (new TokenProvider({ host: '127.0.0.1:1' }).stats().driver !== 'wasm') return t.skip('wasm driver only')
+  // A trap (a bug in the core) drops the wasm instance; every provider makes its core again in a
+  // new one, which knows nothing of the attempt under way. Provider b's answer arriving there,
+  // then its connection closing, must still settle b's callers. The trap is simulated by wrapping
+  // the instance's exports: attempt_data throws once, as a trap would.
+  const code = `
+    const RealInstance = WebAssembly.Instance
+    let armed = false
+    WebAssembly.Instance = function (module, imports) {
+      const real = new RealInstance(module, imports).exports
+      const exports = Object.assign({}, real)
+      exports.attempt_data = function () {
+        if (armed) { armed = false; throw new WebAssembly.RuntimeError('unreachable') }
+        return real.attempt_data.apply(null, arguments)
+      }
+      return { exports }
+    }
+    const net = require('net')
+    const body = JSON.stringify({ access_token: 'b.token', expires_in: 3600 })
+    const answer = 'HTTP/1.1 200 OK\\r\\nMetadata-Flavor: Google\\r\\nConnection: close\\r\\nContent-Length: ' + body.length + '\\r\\n\\r\\n' + body
+    let releaseB, requestB
+    const gotB = new Promise((resolve) => (requestB = resolve))
+    const serverA = net.createServer((s) => s.once('data', () => s.end(answer)))
+    const serverB = net.createServer((s) => s.once('data', () => { requestB(); releaseB = () => s.end(answer) }))
+    const listen = (server) => new Promise((resolve) => server.listen(0, '127.0.0.1', () => resolve('127.0.0.1:' + server.address().port)))
+    ;(async () => {
+      const { TokenProvider } = require('.')
+      const options = { maxAttempts: 1, timeoutMs: 1500, deadlineMs: 2000 }
+      const a = new TokenProvider({ host: await listen(serverA), ...options })
+      const b = new TokenProvider({ host: await listen(serverB), ...options })
+      const pending = b.getToken().then((t) => t.token, (e) => e.code)
+      await gotB
+      armed = true
+      console.log('a ' + await a.getToken().then((t) => t.token, (e) => e.code))
+      releaseB()
+      const hung = new Promise((resolve) => setTimeout(resolve, 4000, 'hung'))
+      console.log('b ' + await Promise.race([pending, hung]))
+      process.exit(0)
+    })()`
+  const r = await runNode(code, { YC_METADATA_TOKEN_DRIVER: 'wasm' })
+  const lines = r.stdout.trim().split('\n')
+  assert.equal(lines[0], 'a ERR_METADATA_INTERNAL', r.stderr)
+  assert.notEqual(lines[1], 'b hung', 'provider b never settled after the trap elsewhere')
+  assert.match(lines[1], /^b (b\.token|ERR_METADATA_INTERNAL)$/)
 })
