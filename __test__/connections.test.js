@@ -168,3 +168,21 @@ test('wasm: a trap in one provider leaves another provider mid-attempt with an a
   assert.notEqual(lines[1], 'b hung', 'provider b never settled after the trap elsewhere')
   assert.match(lines[1], /^b (b\.token|ERR_METADATA_INTERNAL)$/)
 })
+
+test('a status line hyper refuses (a code under 100, a version other than 1.0 or 1.1) is not HTTP in both drivers', async () => {
+  for (const line of ['HTTP/1.1 000 Zero', 'HTTP/1.1 099 Low', 'HTTP/1.2 200 OK']) {
+    const peer = await server((socket) => {
+      socket.write(line + '\r\nMetadata-Flavor: Google\r\nContent-Length: ' + BODY.length + '\r\n\r\n' + BODY)
+    })
+    try {
+      const provider = new TokenProvider({ host: peer.address, maxAttempts: 1 })
+      await assert.rejects(provider.getToken(), (err) => {
+        assert.equal(err.code, 'ERR_METADATA_BAD_RESPONSE', line + ': ' + err.message)
+        assert.match(err.message, /not HTTP/)
+        return true
+      })
+    } finally {
+      await peer.close()
+    }
+  }
+})

@@ -280,8 +280,9 @@ fn read_head(head: &[u8]) -> Option<Head> {
         .map(|line| line.strip_suffix(b"\r").unwrap_or(line));
     // "HTTP/1.1 200 OK": the version, a space, three digits, then a space or the end.
     let status_line = lines.next()?;
+    // HTTP/1.0 and HTTP/1.1 only, and a status from 100: what hyper (the native driver) reads.
     let minor = *status_line.get(7)?;
-    if !minor.is_ascii_digit() || status_line.get(8) != Some(&b' ') {
+    if !matches!(minor, b'0' | b'1') || status_line.get(8) != Some(&b' ') {
         return None;
     }
     let code = status_line.get(9..12)?;
@@ -289,6 +290,9 @@ fn read_head(head: &[u8]) -> Option<Head> {
         return None;
     }
     let status = parse_number(code, 10)? as u16;
+    if status < 100 {
+        return None;
+    }
     let mut from_metadata = false;
     let mut keep_alive = minor != b'0';
     let mut length: Option<usize> = None;
@@ -564,6 +568,9 @@ mod tests {
             "HTTP/1.1 20 OK\r\n\r\n",
             "HTTP/1.1 2000 OK\r\n\r\n",
             "HTTP/1.x 200 OK\r\n\r\n",
+            "HTTP/1.2 200 OK\r\n\r\n",
+            "HTTP/1.1 000 OK\r\n\r\n",
+            "HTTP/1.1 099 OK\r\n\r\n",
             "HTTP/1.1200 OK\r\n\r\n",
             "HTTP/1.1 200 OK\r\nno colon\r\n\r\n",
             "HTTP/1.1 200 OK\r\n: empty name\r\n\r\n",
