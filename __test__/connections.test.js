@@ -186,3 +186,29 @@ test('a status line hyper refuses (a code under 100, a version other than 1.0 or
     }
   }
 })
+
+test('a chunked body with broken framing, or cut by the close: the same error from both drivers', async () => {
+  const hex = BODY.length.toString(16)
+  const chunked = 'HTTP/1.1 200 OK\r\nMetadata-Flavor: Google\r\nTransfer-Encoding: chunked\r\n\r\n'
+  const cases = [
+    // Not a chunk size: the peer broke its framing, which another attempt will not mend.
+    ['overflowing size', chunked + 'ffffffffffffffffffffffff\r\n', 'ERR_METADATA_BAD_RESPONSE', /not HTTP/, 1],
+    ['0x size', chunked + '0x' + hex + '\r\n' + BODY + '\r\n0\r\n\r\n', 'ERR_METADATA_BAD_RESPONSE', /not HTTP/, 1],
+    // The last chunk never ends: the connection closed before the whole response arrived.
+    ['cut by the close', chunked + hex + '\r\n' + BODY + '\r\n0\r\n', 'ERR_METADATA_UNREACHABLE', /connection closed before the whole response arrived/, 2],
+  ]
+  for (const [name, answer, code, message, requests] of cases) {
+    const peer = await server((socket) => socket.end(answer))
+    try {
+      const provider = new TokenProvider({ host: peer.address, maxAttempts: 2, timeoutMs: 500, deadlineMs: 2000 })
+      await assert.rejects(provider.getToken(), (err) => {
+        assert.equal(err.code, code, name + ': ' + err.message)
+        assert.match(err.message, message, name)
+        return true
+      })
+      assert.equal(peer.requests(), requests, name)
+    } finally {
+      await peer.close()
+    }
+  }
+})
