@@ -118,7 +118,8 @@ impl Response {
                     self.keep_alive = head.keep_alive;
                     self.phase = match head.framing {
                         Framing::Empty => Phase::Length(0),
-                        Framing::Length(n) if n > self.max_body => return Err(Broken::TooLarge),
+                        // A length over the cap is refused on the next call, after the status:
+                        // an error status decides the attempt whatever its body (as with hyper).
                         Framing::Length(n) => Phase::Length(n),
                         Framing::Chunked => Phase::ChunkSize,
                         Framing::UntilClose => Phase::UntilClose,
@@ -130,6 +131,9 @@ impl Response {
                 }
                 Phase::Length(0) => return Ok(self.finish(true)),
                 Phase::Length(left) => {
+                    if left > self.max_body - self.body.len() {
+                        return Err(Broken::TooLarge);
+                    }
                     let take = left.min(self.buf.len());
                     if take == 0 {
                         return self.more();
@@ -276,8 +280,9 @@ fn read_head(head: &[u8]) -> Option<Head> {
         .map(|line| line.strip_suffix(b"\r").unwrap_or(line));
     // "HTTP/1.1 200 OK": the version, a space, three digits, then a space or the end.
     let status_line = lines.next()?;
+    // HTTP/1.0 and HTTP/1.1 only, and a status from 100: what hyper (the native driver) reads.
     let minor = *status_line.get(7)?;
-    if !minor.is_ascii_digit() || status_line.get(8) != Some(&b' ') {
+    if !matches!(minor, b'0' | b'1') || status_line.get(8) != Some(&b' ') {
         return None;
     }
     let code = status_line.get(9..12)?;
@@ -285,6 +290,9 @@ fn read_head(head: &[u8]) -> Option<Head> {
         return None;
     }
     let status = parse_number(code, 10)? as u16;
+    if status < 100 {
+        return None;
+    }
     let mut from_metadata = false;
     let mut keep_alive = minor != b'0';
     let mut length: Option<usize> = None;
@@ -560,6 +568,9 @@ mod tests {
             "HTTP/1.1 20 OK\r\n\r\n",
             "HTTP/1.1 2000 OK\r\n\r\n",
             "HTTP/1.x 200 OK\r\n\r\n",
+            "HTTP/1.2 200 OK\r\n\r\n",
+            "HTTP/1.1 000 OK\r\n\r\n",
+            "HTTP/1.1 099 OK\r\n\r\n",
             "HTTP/1.1200 OK\r\n\r\n",
             "HTTP/1.1 200 OK\r\nno colon\r\n\r\n",
             "HTTP/1.1 200 OK\r\n: empty name\r\n\r\n",
@@ -607,6 +618,20 @@ mod tests {
         for cut in 0..chunked.len() {
             let r = read(&chunked.as_bytes()[..cut], 99, true);
             assert_eq!(r.err(), Some(Broken::Closed), "cut at {cut}");
+        }
+    }
+
+    #[test]
+    fn the_status_comes_before_a_declared_length_over_the_cap() {
+        // The caller classifies the status first: a 503's or a 404's big error page must not
+        // turn it into a body-too-large error.
+        for status in [503, 404, 302, 200] {
+            let mut r = Response::new(CAP);
+            r.feed(
+                format!("HTTP/1.1 {status} X\r\nContent-Length: {}\r\n\r\n", CAP + 1).as_bytes(),
+            );
+            assert_eq!(r.next(), Ok(head(status, false)), "{status}");
+            assert_eq!(r.next(), Err(Broken::TooLarge), "{status}");
         }
     }
 

@@ -367,7 +367,13 @@ pub extern "C" fn attempt_eof(handle: u32, mono: f64, wall: f64) -> u32 {
 fn read_on(handle: u32, at: Stamp) -> u32 {
     let mut reusable = false;
     let result = with(|s| {
-        let response = s.provider(handle)?.response.as_mut()?;
+        // No answer under way: this core was made again after a trap (in another provider's
+        // call, say) and lost the attempt. The attempt ends with an internal error, which
+        // settles its callers; waiting for more bytes would leave them waiting for ever once
+        // the connection closes.
+        let Some(response) = s.provider(handle).and_then(|p| p.response.as_mut()) else {
+            return Some(Err(Error::Internal));
+        };
         loop {
             match response.next() {
                 Ok(Event::More) => return None,
@@ -391,7 +397,6 @@ fn read_on(handle: u32, at: Stamp) -> u32 {
             }
         }
     });
-    // No answer under way: only a confused driver gets here; the core says what it waits for.
     let Some(result) = result else {
         return STEP_NONE;
     };

@@ -89,6 +89,11 @@ fn failure(error: &reqwest::Error) -> Transport {
                 HostUnreachable | NetworkUnreachable => Transport::NoRoute,
                 ConnectionReset | ConnectionAborted => Transport::Reset,
                 TimedOut => Transport::ConnectTimedOut,
+                // hyper's body decoder: a chunk size or chunk end that is not one (a socket
+                // never fails with these kinds), and a body cut short by the close. The wasm
+                // driver's reader (http1.rs) calls these NotHttp and Closed.
+                InvalidData | InvalidInput => Transport::NotHttp,
+                UnexpectedEof => Transport::Closed,
                 _ => Transport::Other,
             };
         }
