@@ -289,12 +289,15 @@ class WasmProvider {
   // The core's request on the connection kept from the last answer from this address, or on a
   // new one.
   attempt(timeoutMs) {
+    // An attempt still under way here was lost by a core made again after a trap: it ends unheard.
+    if (this.connection !== null) this.connection.close()
+    clearTimeout(this.attemptTimer)
     const key = this.port + ' ' + this.host
     let connection = idle.get(key)
     if (connection === undefined) connection = new Connection(this.host, this.port, key)
     else idle.delete(key)
     if (this.ask((e, h, mono, wall) => e.attempt_sent(h, mono, wall)) === null) return connection.close()
-    this.attemptTimer = setTimeout(() => this.connection.fail(FAILED.timeout), timeoutMs)
+    this.attemptTimer = setTimeout(() => this.connection !== null && this.connection.fail(FAILED.timeout), timeoutMs)
     this.attemptTimer.unref()
     connection.start(this)
   }
@@ -389,6 +392,7 @@ class Connection {
 
   fail(kind) {
     const p = this.provider
+    if (p === null) return
     this.over(p.ask((e, h, mono, wall) => e.attempt_failed(h, mono, wall, kind)), false)
   }
 
