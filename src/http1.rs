@@ -63,8 +63,14 @@ enum Phase {
 
 pub struct Response {
     max_body: usize,
-    /// Bytes received and not yet consumed.
+    /// Bytes received; those before `pos` are consumed. Consuming moves `pos` rather than the
+    /// bytes, so a hostile flood of tiny 1xx heads or trailer lines costs each one O(1), not a
+    /// shift of everything behind it; `feed` drops the consumed bytes.
     buf: Vec<u8>,
+    pos: usize,
+    /// How far past `pos` the search for the end of a head or line got without finding it: a
+    /// head trickled in a byte at a time is scanned once, not once per byte.
+    scanned: usize,
     phase: Phase,
     body: Vec<u8>,
     closed: bool,
@@ -76,6 +82,8 @@ impl Response {
         Response {
             max_body,
             buf: Vec::new(),
+            pos: 0,
+            scanned: 0,
             phase: Phase::Head,
             body: Vec::new(),
             closed: false,
@@ -84,7 +92,20 @@ impl Response {
     }
 
     pub fn feed(&mut self, bytes: &[u8]) {
+        if self.pos > 0 {
+            self.buf.drain(..self.pos);
+            self.pos = 0;
+        }
         self.buf.extend_from_slice(bytes);
+    }
+
+    fn unread(&self) -> &[u8] {
+        &self.buf[self.pos..]
+    }
+
+    fn consume(&mut self, n: usize) {
+        self.pos += n;
+        self.scanned = 0;
     }
 
     /// The peer closed its side of the connection.
@@ -97,20 +118,24 @@ impl Response {
         loop {
             match self.phase {
                 Phase::Head => {
-                    if !could_be_http(&self.buf) {
+                    if !could_be_http(self.unread()) {
                         return Err(Broken::NotHttp);
                     }
-                    let Some(end) = head_end(&self.buf) else {
-                        if self.buf.len() > MAX_HEAD_BYTES {
-                            return Err(Broken::NotHttp);
+                    let end = match head_end(self.unread(), self.scanned) {
+                        Ok(end) => end,
+                        Err(line_start) => {
+                            self.scanned = line_start;
+                            if self.unread().len() > MAX_HEAD_BYTES {
+                                return Err(Broken::NotHttp);
+                            }
+                            return self.more();
                         }
-                        return self.more();
                     };
                     if end > MAX_HEAD_BYTES {
                         return Err(Broken::NotHttp);
                     }
-                    let head = read_head(&self.buf[..end]).ok_or(Broken::NotHttp)?;
-                    self.buf.drain(..end);
+                    let head = read_head(&self.unread()[..end]).ok_or(Broken::NotHttp)?;
+                    self.consume(end);
                     // 100 Continue, 102, 103 Early Hints: the answer follows (101 is an answer).
                     if (100..200).contains(&head.status) && head.status != 101 {
                         continue;
@@ -134,7 +159,7 @@ impl Response {
                     if left > self.max_body - self.body.len() {
                         return Err(Broken::TooLarge);
                     }
-                    let take = left.min(self.buf.len());
+                    let take = left.min(self.unread().len());
                     if take == 0 {
                         return self.more();
                     }
@@ -157,7 +182,7 @@ impl Response {
                     };
                 }
                 Phase::ChunkData(left) => {
-                    let take = left.min(self.buf.len());
+                    let take = left.min(self.unread().len());
                     if take == 0 {
                         return self.more();
                     }
@@ -178,7 +203,7 @@ impl Response {
                     None => return self.more(),
                 },
                 Phase::UntilClose => {
-                    let take = self.buf.len();
+                    let take = self.unread().len();
                     self.take_body(take)?;
                     if self.closed {
                         return Ok(self.finish(false));
@@ -203,14 +228,16 @@ impl Response {
         if self.body.len() + n > self.max_body {
             return Err(Broken::TooLarge);
         }
-        self.body.extend(self.buf.drain(..n));
+        self.body
+            .extend_from_slice(&self.buf[self.pos..self.pos + n]);
+        self.consume(n);
         Ok(())
     }
 
     fn finish(&mut self, framed: bool) -> Event {
         self.phase = Phase::Done;
         // Bytes after the response are not an answer to anything: that connection is confused.
-        let reusable = framed && self.keep_alive && self.buf.is_empty() && !self.closed;
+        let reusable = framed && self.keep_alive && self.unread().is_empty() && !self.closed;
         Event::Body {
             body: core::mem::take(&mut self.body),
             reusable,
@@ -219,21 +246,23 @@ impl Response {
 
     /// The next line without its CRLF (or bare LF), consumed; None while it is incomplete.
     fn line(&mut self, max: usize) -> Result<Option<Vec<u8>>, Broken> {
-        let Some(lf) = self.buf.iter().position(|&b| b == b'\n') else {
-            return if self.buf.len() > max {
-                Err(Broken::NotHttp)
-            } else {
-                Ok(None)
-            };
+        let unread = self.unread();
+        let Some(lf) = unread[self.scanned..].iter().position(|&b| b == b'\n') else {
+            if unread.len() > max {
+                return Err(Broken::NotHttp);
+            }
+            self.scanned = unread.len();
+            return Ok(None);
         };
+        let lf = self.scanned + lf;
         if lf > max {
             return Err(Broken::NotHttp);
         }
-        let mut line: Vec<u8> = self.buf.drain(..=lf).collect();
-        line.pop();
-        if line.last() == Some(&b'\r') {
-            line.pop();
-        }
+        let line = unread[..lf]
+            .strip_suffix(b"\r")
+            .unwrap_or(&unread[..lf])
+            .to_vec();
+        self.consume(lf + 1);
         Ok(Some(line))
     }
 }
@@ -246,17 +275,18 @@ fn could_be_http(bytes: &[u8]) -> bool {
     bytes[..n] == PREFIX[..n]
 }
 
-/// Where the head ends (after its empty line), if it has.
-fn head_end(buf: &[u8]) -> Option<usize> {
-    let mut start = 0;
+/// Where the head ends (after its empty line), searching from `from`, the start of a line; else
+/// the start of its last, incomplete line, to search from next time.
+fn head_end(buf: &[u8], from: usize) -> Result<usize, usize> {
+    let mut start = from;
     while let Some(lf) = buf[start..].iter().position(|&b| b == b'\n') {
         let line = &buf[start..start + lf];
         if line.is_empty() || line == b"\r" {
-            return Some(start + lf + 1);
+            return Ok(start + lf + 1);
         }
         start += lf + 1;
     }
-    None
+    Err(start)
 }
 
 enum Framing {
@@ -501,6 +531,20 @@ mod tests {
         assert_eq!(r, Ok(vec![head(204, false), body("", true)]));
         let r = read(b"HTTP/1.1 101 Switching Protocols\r\n\r\n", 99, false);
         assert_eq!(r, Ok(vec![head(101, false), body("", true)]));
+    }
+
+    #[test]
+    fn many_interim_answers_in_one_read_then_the_answer() {
+        let mut bytes = "HTTP/1.1 100 Continue\r\n\r\n".repeat(5000);
+        bytes.push_str("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+        assert_eq!(
+            read(bytes.as_bytes(), bytes.len(), false),
+            Ok(vec![head(200, false), body("ok", true)])
+        );
+        assert_eq!(
+            read(bytes.as_bytes(), 7, false),
+            Ok(vec![head(200, false), body("ok", true)])
+        );
     }
 
     #[test]
