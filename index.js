@@ -383,7 +383,7 @@ function abortable(state, flight, signal) {
         debug(state, who + ' aborted; the shared fetch carries on for the others')
       }
       flight.callers -= callers.length
-      for (const caller of callers) caller.reject(abortError(signal))
+      for (const reject of callers) reject(abortError(signal))
       if (flight.callers === 0 && state.inflight === flight) {
         state.inflight = null
         state.native.release()
@@ -394,7 +394,7 @@ function abortable(state, flight, signal) {
     flight.promise.then(done, done)
   }
   return new Promise((resolve, reject) => {
-    callers.push({ reject })
+    callers.push(reject)
     flight.promise.then(resolve, reject)
   })
 }

@@ -182,8 +182,7 @@ class WasmProvider {
     const wall = Date.now()
     const code = this.core((e, h) => e.peek(h, monotonicMs(), wall))
     if ((code & 1) === 0) return null
-    const n = nums(this.inst)
-    const token = { token: readIo(this.inst), expiresAtMs: n[0], freshUntilMs: n[1] }
+    const token = this.token()
     // A background refresh started: its first step was written after the token.
     this.follow(code >> 1)
     return token
@@ -194,8 +193,7 @@ class WasmProvider {
       const wall = Date.now()
       const code = this.core((e, h) => e.get(h, monotonicMs(), wall, force ? 1 : 0))
       if (code & 1) {
-        const n = nums(this.inst)
-        resolve({ token: readIo(this.inst), expiresAtMs: n[0], freshUntilMs: n[1], attempts: 0 })
+        resolve(this.token(0))
         this.follow(code >> 1)
         return
       }
@@ -263,13 +261,18 @@ class WasmProvider {
     }
   }
 
+  // The token the core answered (in IO, its deadlines in NUMS), with `attempts` when given.
+  token(attempts) {
+    const n = nums(this.inst)
+    const token = { token: readIo(this.inst), expiresAtMs: n[0], freshUntilMs: n[1] }
+    if (attempts !== undefined) token.attempts = attempts
+    return token
+  }
+
   settle(step) {
     const n = nums(this.inst)
-    const io = readIo(this.inst)
-    if (step === STEP_DONE_TOKEN) {
-      return this.settleAll({ token: io, expiresAtMs: n[0], freshUntilMs: n[1], attempts: n[2] })
-    }
-    const [code, message] = splitError(io)
+    if (step === STEP_DONE_TOKEN) return this.settleAll(this.token(n[2]))
+    const [code, message] = splitError(readIo(this.inst))
     this.settleAll({ code, message, status: n[3] < 0 ? undefined : n[3], attempts: n[2] })
   }
 

@@ -397,33 +397,26 @@ async function main() {
     const row = { platform: p.platform, check: 'size', node: '', result: '', detail: size + ' bytes' }
     record(row, size > MAX_ADDON_BYTES ? new Error(size + ' bytes, budget ' + MAX_ADDON_BYTES) : null)
   }
-  for (const p of selected.filter((p) => p.libc === 'glibc')) {
-    const row = { platform: p.platform, check: 'glibc floor', node: '' }
+  // A row whose detail is what `check` returns, or its failure.
+  const checked = async (row, check) => {
     try {
-      row.detail = checkGlibcFloor(p.binary)
+      row.detail = await check()
       record(row)
     } catch (err) {
       record(row, err)
     }
+  }
+  for (const p of selected.filter((p) => p.libc === 'glibc')) {
+    await checked({ platform: p.platform, check: 'glibc floor', node: '' }, () => checkGlibcFloor(p.binary))
   }
   for (const p of selected.filter((p) => p.os === 'darwin')) {
-    const row = { platform: p.platform, check: 'Mach-O', node: '' }
-    try {
+    await checked({ platform: p.platform, check: 'Mach-O', node: '' }, () => {
       const found = checkDarwin(p.platform, p.binary)
-      row.detail = found.arch + ', minos ' + found.minos + (found.signed ? ', ad hoc signed' : '') + ', exports ' + found.exported + ', undefined: ' + found.undefined
-      record(row)
-    } catch (err) {
-      record(row, err)
-    }
+      return found.arch + ', minos ' + found.minos + (found.signed ? ', ad hoc signed' : '') + ', exports ' + found.exported + ', undefined: ' + found.undefined
+    })
   }
   for (const p of selected.filter((p) => p.os === 'win32')) {
-    const row = { platform: p.platform, check: 'PE imports', node: '' }
-    try {
-      row.detail = checkWindowsImports(p.binary)
-      record(row)
-    } catch (err) {
-      record(row, err)
-    }
+    await checked({ platform: p.platform, check: 'PE imports', node: '' }, () => checkWindowsImports(p.binary))
   }
 
   // linux-x64-gnu is the host: `npm test` checks it on every Node major.
@@ -438,13 +431,8 @@ async function main() {
     const port = await matrix.closedPort()
     try {
       if (process.platform === 'linux' && process.arch === 'x64' && !wanted.length) {
-        const row = { platform: 'linux-x64 gnu+musl', check: 'libc fallback', node: process.version }
-        try {
-          row.detail = await checkLibcFallback(work, packed, emulator, token, port)
-          record(row)
-        } catch (err) {
-          record(row, err)
-        }
+        await checked({ platform: 'linux-x64 gnu+musl', check: 'libc fallback', node: process.version }, () =>
+          checkLibcFallback(work, packed, emulator, token, port))
       }
       for (const p of runnable) {
         let app

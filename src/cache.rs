@@ -138,6 +138,11 @@ impl Held {
         skew(self.lifetime)
     }
 
+    /// `usable_for`, for the token held.
+    fn usable_for(&self, now: &Stamp) -> Option<Duration> {
+        usable_for(self.lifetime, now.since(&self.sent))
+    }
+
     fn margin(&self, configured: Duration) -> Duration {
         configured
             .min(self.lifetime / REFRESH_MARGIN_DIVISOR)
@@ -159,8 +164,18 @@ pub fn usable_for(lifetime: Duration, elapsed: Duration) -> Option<Duration> {
 
 /// `usable_for` in the drivers' terms: milliseconds in and out, any number a caller may pass.
 pub fn usable_for_ms(lifetime_ms: f64, elapsed_ms: f64) -> Option<f64> {
-    let at = |ms: f64| Duration::from_secs_f64(ms.clamp(0.0, 1e15) / 1000.0);
-    usable_for(at(lifetime_ms), at(elapsed_ms)).map(|d| d.as_secs_f64() * 1000.0)
+    usable_for(from_ms(lifetime_ms), from_ms(elapsed_ms)).map(to_ms)
+}
+
+/// Milliseconds as the drivers pass them (JavaScript numbers) to a duration: anything not positive
+/// (NaN included) is zero, and anything past ~31,000 years is capped there, so no reading panics.
+pub fn from_ms(ms: f64) -> Duration {
+    Duration::from_secs_f64(if ms > 0.0 { ms.min(1e15) / 1000.0 } else { 0.0 })
+}
+
+/// A duration as the drivers hand it to JavaScript.
+pub fn to_ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
 }
 
 #[derive(Debug)]
@@ -316,8 +331,8 @@ impl<W> Cache<W> {
     /// The held token as seen `now`, or `None` once it is within its expiry skew.
     fn view(&self, now: &Stamp) -> Option<Token> {
         let held = self.held.as_ref()?;
-        let token = self.token_at(held, now, 0);
-        (token.expires_in > held.skew()).then_some(token)
+        held.usable_for(now)?;
+        Some(self.token_at(held, now, 0))
     }
 
     /// The held token as seen `now`, whatever is left of it.
@@ -391,7 +406,13 @@ impl<W> Cache<W> {
                 Err(Failure { error, attempts })
             }
         };
-        if outcome.is_err() && !matches!(self.held, Some(ref h) if h.remaining(&now) > h.skew()) {
+        if outcome.is_err()
+            && self
+                .held
+                .as_ref()
+                .and_then(|h| h.usable_for(&now))
+                .is_none()
+        {
             // Nothing usable is held: drop the expired token rather than keep it around.
             self.held = None;
         }

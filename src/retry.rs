@@ -87,7 +87,7 @@ pub struct Attempts {
 /// What the retry policy says after an attempt failed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Next {
-    /// Wait until this monotonic time, then call `timeout_now` for the next attempt.
+    /// Wait until this monotonic time, then call `start_attempt` for the next one.
     RetryAt(Duration),
     /// Give up with this error.
     GiveUp(Error),

@@ -15,17 +15,16 @@
 //! When a step ends an attempt, `NUMS[5]` is 1 if its connection can carry the next request.
 //! A 32-bit module has one thread, so plain statics behind `RefCell`s hold the state.
 
-use crate::cache::{Cache, Get, Outcome, Stamp, Step};
+use crate::cache::{from_ms, to_ms, Cache, Get, Outcome, Stamp, Step};
 use crate::config::{self, Environment, OptionValue, Settings};
 use crate::error::Error;
-use crate::fetch::{self, Transport};
+use crate::fetch::{self, Fetched, Transport};
 use crate::http1::{self, Broken, Event};
 use crate::retry::Policy;
 use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
 use core::cell::RefCell;
-use core::time::Duration;
 
 #[global_allocator]
 static ALLOCATOR: dlmalloc::GlobalDlmalloc = dlmalloc::GlobalDlmalloc;
@@ -79,15 +78,10 @@ const STEP_DONE_ERROR: u32 = 4;
 const FAILED_TIMEOUT: u32 = 100;
 
 fn stamp(mono_ms: f64, wall_ms: f64) -> Stamp {
-    let at = |ms: f64| Duration::from_secs_f64(if ms > 0.0 { ms / 1000.0 } else { 0.0 });
     Stamp {
-        mono: at(mono_ms),
-        wall: at(wall_ms),
+        mono: from_ms(mono_ms),
+        wall: from_ms(wall_ms),
     }
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
 }
 
 fn text(bytes: &[u8]) -> String {
@@ -104,22 +98,30 @@ impl State {
         self.providers.get_mut(handle as usize)?.as_mut()
     }
 
-    /// Writes a step's details and returns its code.
-    fn step(&mut self, step: Step<()>, url: &str) -> u32 {
-        match step {
-            Step::Send { timeout } => {
-                self.nums[4] = ms(timeout);
-                STEP_SEND
-            }
-            Step::SleepUntil(at) => {
-                self.nums[4] = ms(at);
-                STEP_SLEEP
-            }
-            Step::Done { outcome, .. } => self.outcome(outcome, url),
+    /// The URL an error message names: the provider's, or none for a handle that is gone.
+    fn url(&self, handle: u32) -> &str {
+        match self.providers.get(handle as usize) {
+            Some(Some(p)) => &p.url,
+            _ => "",
         }
     }
 
-    fn outcome(&mut self, outcome: Outcome, url: &str) -> u32 {
+    /// Writes the details of `handle`'s step and returns its code.
+    fn step(&mut self, step: Step<()>, handle: u32) -> u32 {
+        match step {
+            Step::Send { timeout } => {
+                self.nums[4] = to_ms(timeout);
+                STEP_SEND
+            }
+            Step::SleepUntil(at) => {
+                self.nums[4] = to_ms(at);
+                STEP_SLEEP
+            }
+            Step::Done { outcome, .. } => self.outcome(outcome, handle),
+        }
+    }
+
+    fn outcome(&mut self, outcome: Outcome, handle: u32) -> u32 {
         match outcome {
             Ok(token) => {
                 (self.nums[0], self.nums[1]) = token.deadlines_ms();
@@ -130,7 +132,7 @@ impl State {
             Err(failure) => {
                 self.nums[2] = f64::from(failure.attempts);
                 self.nums[3] = failure.error.status().map_or(-1.0, f64::from);
-                let message = failure.error.describe(url, failure.attempts);
+                let message = failure.error.describe(self.url(handle), failure.attempts);
                 self.set_io(&format!("{}\n{}", failure.error.code(), message));
                 STEP_DONE_ERROR
             }
@@ -142,13 +144,13 @@ impl State {
         &mut self,
         token: Option<crate::cache::Token>,
         step: Option<Step<()>>,
-        url: &str,
+        handle: u32,
     ) -> u32 {
         let step = match step {
             // A flight over before it began has no caller of its own to tell (a background
             // refresh): the cache has recorded it.
             Some(Step::Done { waiters, .. }) if waiters.is_empty() && token.is_some() => STEP_NONE,
-            Some(step) => self.step(step, url),
+            Some(step) => self.step(step, handle),
             None => STEP_NONE,
         };
         let Some(token) = token else {
@@ -296,17 +298,14 @@ pub extern "C" fn provider_free(handle: u32) {
 fn on_step(handle: u32, f: impl FnOnce(&mut Cache<()>) -> Step<()>) -> u32 {
     with(|s| {
         let Some(p) = s.provider(handle) else {
-            return s.outcome(
-                Err(crate::cache::Failure {
-                    error: Error::Internal,
-                    attempts: 0,
-                }),
-                "",
-            );
+            let failure = crate::cache::Failure {
+                error: Error::Internal,
+                attempts: 0,
+            };
+            return s.outcome(Err(failure), handle);
         };
         let step = f(&mut p.cache);
-        let url = p.url.clone();
-        s.step(step, &url)
+        s.step(step, handle)
     })
 }
 
@@ -317,8 +316,7 @@ pub extern "C" fn peek(handle: u32, mono: f64, wall: f64) -> u32 {
             return 0;
         };
         let (token, step) = p.cache.peek(stamp(mono, wall));
-        let url = p.url.clone();
-        s.answer(token, step, &url)
+        s.answer(token, step, handle)
     })
 }
 
@@ -333,8 +331,7 @@ pub extern "C" fn get(handle: u32, mono: f64, wall: f64, force: u32) -> u32 {
             Get::Ready(token, ()) => Some(token),
             Get::Joined => None,
         };
-        let url = p.url.clone();
-        s.answer(token, step, &url)
+        s.answer(token, step, handle)
     })
 }
 
@@ -365,49 +362,55 @@ pub extern "C" fn attempt_eof(handle: u32, mono: f64, wall: f64) -> u32 {
 
 /// Reads the answer on as far as its bytes go: 0 while it is incomplete, else the attempt's end.
 fn read_on(handle: u32, at: Stamp) -> u32 {
-    let mut reusable = false;
-    let result = with(|s| {
-        // No answer under way: this core was made again after a trap (in another provider's
-        // call, say) and lost the attempt. The attempt ends with an internal error, which
-        // settles its callers; waiting for more bytes would leave them waiting for ever once
-        // the connection closes.
-        let Some(response) = s.provider(handle).and_then(|p| p.response.as_mut()) else {
-            return Some(Err(Error::Internal));
-        };
-        loop {
-            match response.next() {
-                Ok(Event::More) => return None,
-                Ok(Event::Head {
-                    status,
-                    from_metadata,
-                }) => {
-                    if let Err(e) = fetch::classify_status(status, from_metadata) {
-                        return Some(Err(e));
-                    }
+    let read = with(
+        |s| match s.provider(handle).and_then(|p| p.response.as_mut()) {
+            Some(response) => read_answer(response),
+            // No answer under way: this core was made again after a trap (in another provider's
+            // call, say) and lost the attempt. The attempt ends with an internal error, which
+            // settles its callers; waiting for more bytes would leave them waiting for ever once
+            // the connection closes.
+            None => Some((Err(Error::Internal), false)),
+        },
+    );
+    match read {
+        Some((result, reusable)) => end_attempt(handle, at, result, reusable),
+        None => STEP_NONE,
+    }
+}
+
+/// What the answer's bytes so far say: nothing yet (None), or the attempt's result and whether its
+/// connection can carry the next request.
+fn read_answer(response: &mut http1::Response) -> Option<(Result<Fetched, Error>, bool)> {
+    loop {
+        let failed = |error| Some((Err(error), false));
+        match response.next() {
+            Ok(Event::More) => return None,
+            Ok(Event::Head {
+                status,
+                from_metadata,
+            }) => {
+                if let Err(error) = fetch::classify_status(status, from_metadata) {
+                    return failed(error);
                 }
-                Ok(Event::Body { body, reusable: r }) => {
-                    reusable = r;
-                    return Some(fetch::parse(&body));
-                }
-                Err(Broken::NotHttp) => {
-                    return Some(Err(fetch::transport_error(Transport::NotHttp)))
-                }
-                Err(Broken::Closed) => return Some(Err(fetch::transport_error(Transport::Closed))),
-                Err(Broken::TooLarge) => return Some(Err(fetch::too_large())),
             }
+            Ok(Event::Body { body, reusable }) => return Some((fetch::parse(&body), reusable)),
+            Err(Broken::NotHttp) => return failed(fetch::transport_error(Transport::NotHttp)),
+            Err(Broken::Closed) => return failed(fetch::transport_error(Transport::Closed)),
+            Err(Broken::TooLarge) => return failed(fetch::too_large()),
         }
-    });
-    let Some(result) = result else {
-        return STEP_NONE;
-    };
-    let step = on_step(handle, |c| c.attempt_ended(at, result));
+    }
+}
+
+/// The attempt under way ended with `result`: its answer is dropped, `NUMS[5]` says whether its
+/// connection is kept, and the cache says what comes next.
+fn end_attempt(handle: u32, at: Stamp, result: Result<Fetched, Error>, reusable: bool) -> u32 {
     with(|s| {
         s.nums[5] = if reusable { 1.0 } else { 0.0 };
         if let Some(p) = s.provider(handle) {
             p.response = None;
         }
     });
-    step
+    on_step(handle, |c| c.attempt_ended(at, result))
 }
 
 /// Takes a flight of a scratch provider through a canned answer, touching no provider and
@@ -423,25 +426,9 @@ pub extern "C" fn warm() {
     cache.attempt_sent(at);
     let mut response = http1::Response::new(fetch::MAX_BODY_BYTES);
     response.feed(http1::SAMPLE_ANSWER);
-    let mut result = Err(Error::Internal);
-    while let Ok(event) = response.next() {
-        match event {
-            Event::Head {
-                status,
-                from_metadata,
-            } => {
-                let _ = fetch::classify_status(status, from_metadata);
-            }
-            Event::Body { body, .. } => {
-                result = fetch::parse(&body);
-                break;
-            }
-            Event::More => break,
-        }
-    }
+    let (result, _) = read_answer(&mut response).unwrap_or((Err(Error::Internal), false));
     let step = cache.attempt_ended(at, result);
-    let mut scratch = State::default();
-    scratch.step(step, "");
+    State::default().step(step, 0);
 }
 
 /// The attempt failed below HTTP: `kind` is a `Transport` in declaration order, or one of the
@@ -460,13 +447,7 @@ pub extern "C" fn attempt_failed(handle: u32, mono: f64, wall: f64, kind: u32) -
         7 => fetch::transport_error(Transport::NotHttp),
         _ => fetch::transport_error(Transport::Other),
     };
-    with(|s| {
-        s.nums[5] = 0.0;
-        if let Some(p) = s.provider(handle) {
-            p.response = None;
-        }
-    });
-    on_step(handle, |c| c.attempt_ended(stamp(mono, wall), Err(error)))
+    end_attempt(handle, stamp(mono, wall), Err(error), false)
 }
 
 /// The attempt's request went out: see `Cache::attempt_sent`. Its answer is read from here on.
@@ -517,7 +498,7 @@ pub extern "C" fn stats(handle: u32, mono: f64, wall: f64) {
             st.fetches as f64,
             st.background_refreshes as f64,
             st.failures as f64,
-            st.expires_in.map_or(-1.0, ms),
+            st.expires_in.map_or(-1.0, to_ms),
         ]);
         s.set_io(st.last_error.unwrap_or(""));
     })

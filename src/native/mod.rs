@@ -126,7 +126,7 @@ impl NativeProvider {
             background_refreshes: s.background_refreshes as f64,
             failures: s.failures as f64,
             last_error_code: s.last_error.map(String::from),
-            expires_in_ms: s.expires_in.map(millis),
+            expires_in_ms: s.expires_in.map(crate::cache::to_ms),
         }
     }
 
@@ -143,10 +143,6 @@ impl NativeProvider {
 #[cfg_attr(test, allow(dead_code))] // called from JavaScript only
 pub fn usable_for_ms(lifetime_ms: f64, elapsed_ms: f64) -> Option<f64> {
     crate::cache::usable_for_ms(lifetime_ms, elapsed_ms)
-}
-
-fn millis(d: std::time::Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
 }
 
 fn snapshot(t: Token) -> Snapshot {
