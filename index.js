@@ -445,7 +445,7 @@ function contextToken(state, context) {
   }
   // The larger of the two clocks' readings, as the core judges time: a frozen instance counts.
   const elapsed = Math.max(mono - seen.mono, wall - seen.wall, 0)
-  // Expired a little early, by the core's skew (src/cache.rs): time to use it against an API.
+  // Expired a little early, by the core's skew (src/core/cache.rs): time to use it against an API.
   const left = binding.usableForMs(expiresIn * 1000, elapsed)
   if (left === null) {
     if (DEBUG) debug(state, 'the context token has expired; asking the metadata service')

@@ -1,7 +1,7 @@
 'use strict'
 
 // The wasm driver: the same Rust core as the native addon, compiled to plain wasm32
-// (yc-metadata-token.wasm, src/wasm.rs), with the I/O done here: a plain socket (node:net) for
+// (yc-metadata-token.wasm, src/wasm/mod.rs), with the I/O done here: a plain socket (node:net) for
 // the one request, timers for the waits. The core decides everything (settings, the request's
 // bytes, reading the answer's, what an answer or a failure means, retries, the cache); this file
 // connects, writes, hands over what it reads, sleeps, and offers index.js the surface the native
@@ -9,7 +9,7 @@
 //
 // Not node:http: loading it and its first request cost ~6 ms of a cold start (its parser, agent
 // and outgoing-message machinery), against ~0.3 ms for the core to read the answer itself
-// (src/http1.rs). No proxy applies and no redirect is followed, as with the native driver.
+// (src/core/http1.rs). No proxy applies and no redirect is followed, as with the native driver.
 //
 // Differences from the native driver, by design: each worker thread has a cache of its own (a
 // wasm instance belongs to one thread); name lookups use Node's resolver (libuv's thread pool).
@@ -23,7 +23,7 @@
 let net = null
 let dns = null
 
-// Step codes and failure kinds: the numbers in src/wasm.rs.
+// Step codes and failure kinds: the numbers in src/wasm/mod.rs.
 const STEP_SEND = 1
 const STEP_SLEEP = 2
 const STEP_DONE_TOKEN = 3
@@ -357,7 +357,7 @@ class Connection {
     // Written before the socket connects, it goes out as soon as it does.
     this.socket.write(provider.request)
     // The instance's first request: while it is out, the core's answer path is compiled (see
-    // `warm` in src/wasm.rs). This listener runs after the one that writes the request.
+    // `warm` in src/wasm/mod.rs). This listener runs after the one that writes the request.
     if (!provider.inst.warm) {
       provider.inst.warm = true
       this.socket.once('connect', () => provider.ask((e) => e.warm()))

@@ -1,7 +1,9 @@
-//! The sans-I/O core (config, fetch, retry, cache, error) and its two drivers: the N-API addon
-//! (native/, tokio + reqwest) and the plain wasm32 module (wasm.rs, driven by wasm-driver.js over
-//! a plain socket, with http1.rs reading the answer). The core decides everything and reads no
-//! clock; a driver hands it events with their times and does what it answers.
+//! The tree says what is what:
+//! - `core/`: the sans-I/O core both drivers run (settings, the request, reading the answer,
+//!   retries, the cache, errors). It decides everything and reads no clock; a driver hands it
+//!   events with their times and does what it answers.
+//! - `native/`: the N-API driver (tokio on one thread).
+//! - `wasm/`: the wasm driver's exports (its I/O is in wasm-driver.js, over `node:net`).
 
 // The wasm module is built for wasm32v1-none, the WebAssembly 1.0 target whose prebuilt core and
 // alloc use no post-MVP features (Node 14 and 16 reject the overlong call_indirect encoding that the
@@ -10,13 +12,20 @@
 
 extern crate alloc;
 
+// The core's modules keep short paths (`crate::cache`) while their files sit together in core/.
+#[path = "core/cache.rs"]
 mod cache;
+#[path = "core/config.rs"]
 mod config;
+#[path = "core/error.rs"]
 mod error;
+#[path = "core/fetch.rs"]
 mod fetch;
 // The wasm driver's framing (the native driver reads with hyper).
 #[cfg(any(target_arch = "wasm32", test))]
+#[path = "core/http1.rs"]
 mod http1;
+#[path = "core/retry.rs"]
 mod retry;
 
 #[cfg(not(target_arch = "wasm32"))]

@@ -8,10 +8,10 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 #[allow(dead_code)]
-#[path = "../../src/error.rs"]
+#[path = "../../src/core/error.rs"]
 mod error;
 #[allow(dead_code)]
-#[path = "../../src/fetch.rs"]
+#[path = "../../src/core/fetch.rs"]
 mod fetch;
 
 /// Short, so inputs that leave the response unfinished cost little.

@@ -4,10 +4,10 @@
 use libfuzzer_sys::fuzz_target;
 
 #[allow(dead_code)]
-#[path = "../../src/error.rs"]
+#[path = "../../src/core/error.rs"]
 mod error;
 #[allow(dead_code)]
-#[path = "../../src/fetch.rs"]
+#[path = "../../src/core/fetch.rs"]
 mod fetch;
 
 fuzz_target!(|data: &[u8]| {
