@@ -339,8 +339,6 @@ class Connection {
     this.key = key
     this.provider = null
     this.reused = false
-    // A byte of this attempt's answer arrived.
-    this.answered = false
     this.socket = net.connect({ host, port, lookup: sharedLookup })
     this.socket.setNoDelay(true)
     this.socket.on('data', (chunk) => this.data(chunk))
@@ -351,7 +349,6 @@ class Connection {
 
   start(provider) {
     this.provider = provider
-    this.answered = false
     provider.connection = this
     provider.holdProcess()
     // Written before the socket connects, it goes out as soon as it does.
@@ -368,7 +365,6 @@ class Connection {
     const p = this.provider
     // Bytes nobody asked for: this connection cannot be trusted with the next request.
     if (p === null) return this.close()
-    this.answered = true
     const step = p.ask((e, h, mono, wall) => {
       writeIo(p.inst, chunk)
       return e.attempt_data(h, mono, wall, chunk.length)
@@ -399,12 +395,11 @@ class Connection {
     this.over(p.ask((e, h, mono, wall) => e.attempt_failed(h, mono, wall, kind)), false)
   }
 
-  // A kept connection the server closed as the request went out (idle connections are closed
-  // at the server's whim): the same attempt goes on a new one, as browsers and node:http's
-  // callers do, rather than counting as a failed attempt.
+  // A kept connection that ended before a byte of the answer came: the core says whether the
+  // attempt goes again on a new one (fetch::resend_on_new_connection).
   staleReuse() {
-    if (!this.reused || this.answered) return false
     const p = this.provider
+    if (!this.reused || p.ask((e, h) => e.resend_on_new_connection(h)) !== 1) return false
     this.provider = null
     this.socket.destroy()
     new Connection(p.host, p.port, this.key).start(p)

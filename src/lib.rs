@@ -21,8 +21,6 @@ mod config;
 mod error;
 #[path = "core/fetch.rs"]
 mod fetch;
-// The wasm driver's framing (the native driver reads with hyper).
-#[cfg(any(target_arch = "wasm32", test))]
 #[path = "core/http1.rs"]
 mod http1;
 #[path = "core/retry.rs"]

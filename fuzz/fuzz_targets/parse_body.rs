@@ -1,6 +1,8 @@
 //! Any status and any body: classified or parsed without a panic, and a parsed token is valid.
 #![no_main]
 
+extern crate alloc;
+
 use libfuzzer_sys::fuzz_target;
 
 #[allow(dead_code)]
@@ -9,11 +11,14 @@ mod error;
 #[allow(dead_code)]
 #[path = "../../src/core/fetch.rs"]
 mod fetch;
+#[allow(dead_code)]
+#[path = "../../src/core/http1.rs"]
+mod http1;
 
 fuzz_target!(|data: &[u8]| {
     if data.len() >= 2 {
         let status = u16::from_le_bytes([data[0], data[1]]);
-        if let Err(e) = fetch::classify_status(status) {
+        if let Err(e) = fetch::classify_status(status, data.len() % 2 == 0) {
             let _ = e.describe("http://h/p", 1);
         }
     }

@@ -949,14 +949,6 @@ mod tests {
         ] {
             assert_eq!(host(h).unwrap(), want, "{h}");
         }
-        // Why: reqwest's URL reads the dotted IPv4 address as the address already (so the URL in
-        // messages now says what is dialed), but keeps `localhost.` for getaddrinfo to look up.
-        let dialed = |h: &str| {
-            let url = reqwest::Url::parse(&format!("http://{h}/")).unwrap();
-            url.host_str().unwrap().to_string()
-        };
-        assert_eq!(dialed("127.0.0.1.:8080"), "127.0.0.1");
-        assert_eq!(dialed("localhost.:8080"), "localhost.");
         let env = settings(&[], &env(None, Some("metadata.google.internal.")));
         assert_eq!(env.unwrap().host, "metadata.google.internal.");
         // One dot, after a name: an empty label anywhere else is still wrong.

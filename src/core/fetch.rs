@@ -1,7 +1,9 @@
 //! One HTTP attempt, sans I/O: the request to send, and what a response or a transport failure
-//! means. The drivers (native.rs, the wasm driver in JavaScript) do the sending and report here.
+//! means. The drivers (src/native/, the wasm driver) do the sending and report here: both write
+//! `request_head`'s bytes and read the answer with `read_answer` over http1.rs.
 
 use crate::error::Error;
+use crate::http1::{Broken, Event, Response};
 use alloc::format;
 use alloc::string::{String, ToString};
 use core::time::Duration;
@@ -29,9 +31,8 @@ pub const REQUEST_HEADERS: [(&str, &str); 2] = [
     ),
 ];
 
-/// The whole request, for a driver that writes HTTP itself (the wasm driver; reqwest writes the
-/// native one's). `host` is the configured `host[:port]`, which is what the Host header carries.
-#[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
+/// The whole request, the same bytes from both drivers. `host` is the configured `host[:port]`,
+/// which is what the Host header carries.
 pub fn request_head(host: &str, path: &str) -> String {
     let mut head = String::with_capacity(160);
     for part in ["GET ", path, " HTTP/1.1\r\nHost: ", host, "\r\n"] {
@@ -47,7 +48,7 @@ pub fn request_head(host: &str, path: &str) -> String {
 }
 
 /// How an attempt failed below HTTP, as the driver saw it. Each driver maps its own errors (io
-/// kinds, hyper's, Node's `err.code`) onto these; what each means is decided here.
+/// kinds, Node's `err.code`) onto these; what each means is decided here.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Transport {
     Refused,
@@ -84,6 +85,43 @@ pub fn transport_error(failure: Transport) -> Error {
         ),
         Transport::Other => Error::Unreachable("network error"),
     }
+}
+
+/// What the answer's bytes so far say: nothing yet (None), or the attempt's result and whether its
+/// connection can carry the next request. A non-2xx answer ends the attempt at its status line
+/// and its connection is closed: its body is never read, so it could not be reused.
+pub fn read_answer(response: &mut Response) -> Option<(Result<Fetched, Error>, bool)> {
+    loop {
+        let failed = |error| Some((Err(error), false));
+        match response.next() {
+            Ok(Event::More) => return None,
+            Ok(Event::Head {
+                status,
+                from_metadata,
+            }) => {
+                if let Err(error) = classify_status(status, from_metadata) {
+                    return failed(error);
+                }
+            }
+            Ok(Event::Body { body, reusable }) => return Some((parse(&body), reusable)),
+            Err(Broken::NotHttp) => return failed(transport_error(Transport::NotHttp)),
+            Err(Broken::Closed) => return failed(transport_error(Transport::Closed)),
+            Err(Broken::TooLarge) => return failed(too_large()),
+        }
+    }
+}
+
+/// A reader for one attempt's answer.
+pub fn new_answer() -> Response {
+    Response::new(MAX_BODY_BYTES)
+}
+
+/// Whether an attempt goes again, once, on a new connection: the kept connection it was sent on
+/// ended (closed, reset) before a byte of the answer came. Servers close idle connections at
+/// their whim, and one closed just as the request went out says nothing about the service, as
+/// browsers and node:http's callers treat it too. Both drivers follow this rule.
+pub fn resend_on_new_connection(reused: bool, answer: &Response) -> bool {
+    reused && !answer.answered()
 }
 
 /// For a body longer than `MAX_BODY_BYTES`, by its Content-Length or as it arrives.

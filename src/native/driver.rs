@@ -1,10 +1,11 @@
-//! The native driver: runs the core's flights on one small tokio runtime with reqwest, and keeps
-//! the default provider's cache shared by every thread of the process.
+//! The native driver: runs the core's flights on one small tokio runtime (transport.rs does each
+//! attempt), and keeps the default provider's cache shared by every thread of the process.
 
-use super::transport;
+use super::transport::{self, Target};
 use crate::cache::{Cache, Get, Outcome, Stamp, Stats, Step, Token};
-use crate::config::Settings;
+use crate::config::{self, Settings};
 use crate::error::Error;
+use crate::fetch;
 use crate::retry::Policy;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Instant, SystemTime};
@@ -31,13 +32,6 @@ fn runtime() -> tokio::runtime::Handle {
         .clone()
 }
 
-/// One client for the process, made on the runtime thread at the first fetch; it keeps the
-/// connection to the metadata service alive between refreshes.
-fn client() -> &'static reqwest::Client {
-    static CLIENT: OnceLock<reqwest::Client> = OnceLock::new();
-    CLIENT.get_or_init(transport::client)
-}
-
 /// The origin of the monotonic readings the core gets.
 fn origin() -> Instant {
     static ORIGIN: OnceLock<Instant> = OnceLock::new();
@@ -62,8 +56,9 @@ pub struct Waiter {
 
 pub struct Provider {
     cache: Mutex<Cache<Waiter>>,
-    /// Parsed once: parsing per request cost more CPU than the rest of building it.
-    url: reqwest::Url,
+    /// For error messages.
+    url: String,
+    target: Target,
 }
 
 impl Provider {
@@ -86,22 +81,19 @@ impl Provider {
     }
 
     fn unshared(settings: &Settings) -> Result<Arc<Provider>, Error> {
-        let url = reqwest::Url::parse(&settings.url()).map_err(|_| {
-            Error::InvalidOption(format!(
-                "host {:?} does not make a valid URL",
-                settings.host
-            ))
-        })?;
+        let (host, port) = settings.host_and_port();
+        let request = fetch::request_head(&settings.host, config::TOKEN_PATH).into_bytes();
         let policy = Policy::of(settings);
         let cache = Cache::new(policy, settings.refresh_margin, seed());
         Ok(Arc::new(Provider {
             cache: Mutex::new(cache),
-            url,
+            url: settings.url(),
+            target: Target::new(host, port, request),
         }))
     }
 
     pub fn url(&self) -> &str {
-        self.url.as_str()
+        &self.url
     }
 
     /// The cached token if it is usable now; inside the refresh margin this starts a background
@@ -172,7 +164,7 @@ impl Provider {
         loop {
             step = match step {
                 Step::Send { timeout } => {
-                    let result = transport::attempt(client(), &self.url, timeout).await;
+                    let result = transport::attempt(&self.target, timeout).await;
                     self.lock().attempt_ended(now(), result)
                 }
                 Step::SleepUntil(at) => {

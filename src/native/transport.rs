@@ -1,120 +1,150 @@
-//! The native driver's one HTTP attempt: reqwest on tokio. It sends what fetch.rs says to send,
-//! and reports what came back in fetch.rs's terms; it decides nothing itself.
+//! The native driver's one HTTP attempt: a tokio socket that writes the core's request bytes
+//! (`fetch::request_head`) and hands every read to the core's reader (`fetch::read_answer`, over
+//! http1.rs), the same as the wasm driver does over `node:net`. It decides nothing itself: no
+//! proxy can apply and no redirect is followed, since nothing here would do either.
 
 use crate::error::Error;
-use crate::fetch::{self, Fetched, Transport, MAX_BODY_BYTES};
+use crate::fetch::{self, Fetched, Transport};
 use std::collections::HashMap;
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 
-/// A client that never uses a proxy (a proxy would see the token) and never follows a redirect
-/// (the Location would get the Metadata-Flavor header and the token request).
-pub fn client() -> reqwest::Client {
-    let mut headers = reqwest::header::HeaderMap::new();
-    for (name, value) in fetch::REQUEST_HEADERS {
-        headers.insert(name, reqwest::header::HeaderValue::from_static(value));
+/// A read's buffer: a token answer (~500 bytes) comes in one read; the body cap is 16 KiB.
+const READ_BUFFER_BYTES: usize = 8 * 1024;
+
+/// Where a provider's attempts go, and what they send.
+pub struct Target {
+    /// As configured (a name, an IPv4 address, or an IPv6 address without brackets).
+    host: String,
+    port: u16,
+    request: Vec<u8>,
+}
+
+impl Target {
+    pub fn new(host: &str, port: u16, request: Vec<u8>) -> Target {
+        Target {
+            host: host.to_owned(),
+            port,
+            request,
+        }
     }
-    reqwest::Client::builder()
-        .no_proxy()
-        .redirect(reqwest::redirect::Policy::none())
-        .default_headers(headers)
-        // One kept-alive connection is all a single-flight client ever needs.
-        .pool_max_idle_per_host(1)
-        .dns_resolver(std::sync::Arc::new(ThreadPerLookup))
-        .build()
-        .expect("a plain HTTP client without TLS always builds")
+
+    /// The key of the connection kept for this address.
+    fn key(&self) -> (String, u16) {
+        (self.host.clone(), self.port)
+    }
+}
+
+/// The connections kept for the next request, one per address: the metadata service is one
+/// address, and a second kept connection would never be used. They live on the runtime thread's
+/// reactor (driver.rs), where every attempt runs.
+fn idle() -> &'static Mutex<HashMap<(String, u16), TcpStream>> {
+    static IDLE: OnceLock<Mutex<HashMap<(String, u16), TcpStream>>> = OnceLock::new();
+    IDLE.get_or_init(Mutex::default)
 }
 
 /// One attempt, bounded by `timeout` from the name lookup to the last byte of the body.
-pub async fn attempt(
-    client: &reqwest::Client,
-    url: &reqwest::Url,
-    timeout: Duration,
-) -> Result<Fetched, Error> {
-    tokio::time::timeout(timeout, attempt_untimed(client, url))
+pub async fn attempt(target: &Target, timeout: Duration) -> Result<Fetched, Error> {
+    tokio::time::timeout(timeout, attempt_untimed(target))
         .await
         .unwrap_or(Err(Error::Timeout))
 }
 
-async fn attempt_untimed(client: &reqwest::Client, url: &reqwest::Url) -> Result<Fetched, Error> {
-    let mut response = client
-        .get(url.clone())
-        .send()
-        .await
-        .map_err(|e| fetch::transport_error(failure(&e)))?;
-    let from_metadata = response
-        .headers()
-        .get("metadata-flavor")
-        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"Google"));
-    fetch::classify_status(response.status().as_u16(), from_metadata)?;
-    if response
-        .content_length()
-        .is_some_and(|n| n > MAX_BODY_BYTES as u64)
-    {
-        return Err(fetch::too_large());
-    }
-    let mut body = Vec::new();
-    while let Some(chunk) = response
-        .chunk()
-        .await
-        .map_err(|e| fetch::transport_error(failure(&e)))?
-    {
-        if body.len() + chunk.len() > MAX_BODY_BYTES {
-            return Err(fetch::too_large());
+async fn attempt_untimed(target: &Target) -> Result<Fetched, Error> {
+    let kept = idle()
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .remove(&target.key());
+    if let Some(stream) = kept.filter(still_idle) {
+        if let Some(result) = exchange(stream, target, true).await {
+            return result;
         }
-        body.extend_from_slice(&chunk);
     }
-    fetch::parse(&body)
+    let stream = connect(target).await.map_err(fetch::transport_error)?;
+    exchange(stream, target, false)
+        .await
+        .unwrap_or(Err(fetch::transport_error(Transport::Closed)))
 }
 
-/// What went wrong on the wire, from the innermost error that says: our own lookup's, hyper's
-/// (an answer that does not parse as HTTP), or the I/O error's kind.
-fn failure(error: &reqwest::Error) -> Transport {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
-    while let Some(e) = source {
-        if let Some(lookup) = e.downcast_ref::<LookupFailed>() {
-            return lookup.0;
+/// Sends the request on `stream` and reads the answer; None when the core says to send it again
+/// on a new connection (a kept one that ended before answering).
+async fn exchange(
+    mut stream: TcpStream,
+    target: &Target,
+    reused: bool,
+) -> Option<Result<Fetched, Error>> {
+    let mut answer = fetch::new_answer();
+    let failed = |kind, answer: &_| {
+        if fetch::resend_on_new_connection(reused, answer) {
+            None
+        } else {
+            Some(Err(fetch::transport_error(kind)))
         }
-        if let Some(hyper) = e.downcast_ref::<hyper::Error>() {
-            if hyper.is_parse() || hyper.is_parse_status() || spoke_first(hyper) {
-                return Transport::NotHttp;
+    };
+    if let Err(e) = stream.write_all(&target.request).await {
+        return failed(io_failure(&e), &answer);
+    }
+    let mut buffer = [0u8; READ_BUFFER_BYTES];
+    loop {
+        if let Some((result, reusable)) = fetch::read_answer(&mut answer) {
+            if reusable {
+                let mut idle = idle().lock().unwrap_or_else(|p| p.into_inner());
+                idle.entry(target.key()).or_insert(stream);
             }
+            return Some(result);
         }
-        if let Some(io) = e.downcast_ref::<std::io::Error>() {
-            use std::io::ErrorKind::*;
-            return match io.kind() {
-                ConnectionRefused => Transport::Refused,
-                HostUnreachable | NetworkUnreachable => Transport::NoRoute,
-                ConnectionReset | ConnectionAborted => Transport::Reset,
-                TimedOut => Transport::ConnectTimedOut,
-                // hyper's body decoder: a chunk size or chunk end that is not one (a socket
-                // never fails with these kinds), and a body cut short by the close. The wasm
-                // driver's reader (http1.rs) calls these NotHttp and Closed.
-                InvalidData | InvalidInput => Transport::NotHttp,
-                UnexpectedEof => Transport::Closed,
-                _ => Transport::Other,
-            };
+        match stream.read(&mut buffer).await {
+            Ok(0) if fetch::resend_on_new_connection(reused, &answer) => return None,
+            Ok(0) => answer.eof(),
+            Ok(n) => answer.feed(&buffer[..n]),
+            Err(e) => return failed(io_failure(&e), &answer),
         }
-        source = e.source();
-    }
-    if error.is_connect() {
-        Transport::Other
-    } else {
-        Transport::Closed
     }
 }
 
-/// Bytes from the peer before our request went out (hyper's "unexpected message"): an HTTP server
-/// never speaks first, and an SSH or Redis banner that wins the race against the request is not
-/// HTTP any more than one read after it (seen in the suite under load: three attempts, each a
-/// "closed connection", before one saw the parse error). hyper has no predicate for this kind; its
-/// message is pinned by Cargo.lock, and errors.test.js's non-HTTP peers check the outcome.
-fn spoke_first(error: &hyper::Error) -> bool {
-    error
-        .to_string()
-        .starts_with("received unexpected message from connection")
+/// Whether a kept connection is as it was left: bytes or an end that came while it was idle are
+/// not an answer to anything, and it cannot be trusted with the next request.
+fn still_idle(stream: &TcpStream) -> bool {
+    let mut probe = [0u8; 1];
+    matches!(stream.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+}
+
+/// A connection to the target's first address that takes one, in the order the resolver gave
+/// them; the error of the last one tried when none does.
+async fn connect(target: &Target) -> Result<TcpStream, Transport> {
+    let addresses = match target.host.parse::<IpAddr>() {
+        Ok(ip) => vec![SocketAddr::new(ip, target.port)],
+        Err(_) => resolve(&target.host, target.port).await?,
+    };
+    let mut failure = Transport::Other;
+    for address in addresses {
+        match TcpStream::connect(address).await {
+            Ok(stream) => {
+                // The request is one write; nothing gains from waiting to batch it.
+                let _ = stream.set_nodelay(true);
+                return Ok(stream);
+            }
+            Err(e) => failure = io_failure(&e),
+        }
+    }
+    Err(failure)
+}
+
+/// What an I/O error on the socket means, in the core's terms.
+fn io_failure(error: &std::io::Error) -> Transport {
+    use std::io::ErrorKind::*;
+    match error.kind() {
+        ConnectionRefused => Transport::Refused,
+        HostUnreachable | NetworkUnreachable => Transport::NoRoute,
+        ConnectionReset | ConnectionAborted | BrokenPipe => Transport::Reset,
+        TimedOut => Transport::ConnectTimedOut,
+        UnexpectedEof => Transport::Closed,
+        _ => Transport::Other,
+    }
 }
 
 /// Name lookups, each name on a thread of its own. The system resolver blocks; on a shared pool one
@@ -122,7 +152,31 @@ fn spoke_first(error: &hyper::Error) -> bool {
 /// that times out abandons its lookup, but the next attempt for the same name joins it rather than
 /// asking again: a resolver that answers in 1.2 s then still yields a token within the deadline,
 /// though every attempt's timeout is 1 s. Hosts given as IP addresses never get here.
-struct ThreadPerLookup;
+async fn resolve(host: &str, port: u16) -> Result<Vec<SocketAddr>, Transport> {
+    let (tx, rx) = oneshot::channel();
+    let first = {
+        let mut pending = pending().lock().unwrap_or_else(|p| p.into_inner());
+        let waiting = pending.entry(host.to_owned()).or_default();
+        waiting.push(tx);
+        waiting.len() == 1
+    };
+    if first {
+        let spawned = std::thread::Builder::new()
+            .name("yc-metadata-token-dns".into())
+            .spawn({
+                let host = host.to_owned();
+                move || answer(&host, lookup(&host))
+            });
+        if spawned.is_err() {
+            answer(host, Err(Transport::NameLookupFailed));
+        }
+    }
+    let addresses = rx.await.unwrap_or(Err(Transport::NameLookupFailed))?;
+    Ok(addresses
+        .into_iter()
+        .map(|a| SocketAddr::new(a.ip(), port))
+        .collect())
+}
 
 type Lookup = Result<Vec<SocketAddr>, Transport>;
 
@@ -131,47 +185,6 @@ fn pending() -> &'static Mutex<HashMap<String, Vec<oneshot::Sender<Lookup>>>> {
     static PENDING: OnceLock<Mutex<HashMap<String, Vec<oneshot::Sender<Lookup>>>>> =
         OnceLock::new();
     PENDING.get_or_init(Mutex::default)
-}
-
-#[derive(Debug)]
-struct LookupFailed(Transport);
-
-impl std::fmt::Display for LookupFailed {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "name lookup failed: {:?}", self.0)
-    }
-}
-
-impl std::error::Error for LookupFailed {}
-
-impl reqwest::dns::Resolve for ThreadPerLookup {
-    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
-        let host = name.as_str().to_owned();
-        let (tx, rx) = oneshot::channel();
-        let first = {
-            let mut pending = pending().lock().unwrap_or_else(|p| p.into_inner());
-            let waiting = pending.entry(host.clone()).or_default();
-            waiting.push(tx);
-            waiting.len() == 1
-        };
-        if first {
-            let spawned = std::thread::Builder::new()
-                .name("yc-metadata-token-dns".into())
-                .spawn({
-                    let host = host.clone();
-                    move || answer(&host, lookup(&host))
-                });
-            if spawned.is_err() {
-                answer(&host, Err(Transport::NameLookupFailed));
-            }
-        }
-        Box::pin(async move {
-            match rx.await.unwrap_or(Err(Transport::NameLookupFailed)) {
-                Ok(addrs) => Ok(Box::new(addrs.into_iter()) as reqwest::dns::Addrs),
-                Err(kind) => Err(Box::new(LookupFailed(kind)) as _),
-            }
-        })
-    }
 }
 
 /// Hands a finished lookup to every attempt waiting for it (the ones that gave up are gone).

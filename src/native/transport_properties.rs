@@ -80,7 +80,7 @@ async fn attempt_against(
     timeout: Duration,
 ) -> Result<fetch::Fetched, Error> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/token", listener.local_addr().unwrap());
+    let port = listener.local_addr().unwrap().port();
     let server = tokio::spawn(async move {
         let (mut socket, _) = listener.accept().await.unwrap();
         let mut request = vec![0u8; 4096];
@@ -92,8 +92,9 @@ async fn attempt_against(
             Ending::Reset => drop(socket.set_zero_linger()),
         }
     });
-    let url = reqwest::Url::parse(&url).expect("a loopback URL parses");
-    let result = transport::attempt(&transport::client(), &url, timeout).await;
+    let request = fetch::request_head(&format!("127.0.0.1:{port}"), "/token").into_bytes();
+    let target = transport::Target::new("127.0.0.1", port, request);
+    let result = transport::attempt(&target, timeout).await;
     server.abort();
     result
 }

@@ -19,7 +19,7 @@ use crate::cache::{from_ms, to_ms, Cache, Get, Outcome, Stamp, Step};
 use crate::config::{self, Environment, OptionValue, Settings};
 use crate::error::Error;
 use crate::fetch::{self, Fetched, Transport};
-use crate::http1::{self, Broken, Event};
+use crate::http1;
 use crate::retry::Policy;
 use alloc::format;
 use alloc::string::String;
@@ -364,7 +364,7 @@ pub extern "C" fn attempt_eof(handle: u32, mono: f64, wall: f64) -> u32 {
 fn read_on(handle: u32, at: Stamp) -> u32 {
     let read = with(
         |s| match s.provider(handle).and_then(|p| p.response.as_mut()) {
-            Some(response) => read_answer(response),
+            Some(response) => fetch::read_answer(response),
             // No answer under way: this core was made again after a trap (in another provider's
             // call, say) and lost the attempt. The attempt ends with an internal error, which
             // settles its callers; waiting for more bytes would leave them waiting for ever once
@@ -375,29 +375,6 @@ fn read_on(handle: u32, at: Stamp) -> u32 {
     match read {
         Some((result, reusable)) => end_attempt(handle, at, result, reusable),
         None => STEP_NONE,
-    }
-}
-
-/// What the answer's bytes so far say: nothing yet (None), or the attempt's result and whether its
-/// connection can carry the next request.
-fn read_answer(response: &mut http1::Response) -> Option<(Result<Fetched, Error>, bool)> {
-    loop {
-        let failed = |error| Some((Err(error), false));
-        match response.next() {
-            Ok(Event::More) => return None,
-            Ok(Event::Head {
-                status,
-                from_metadata,
-            }) => {
-                if let Err(error) = fetch::classify_status(status, from_metadata) {
-                    return failed(error);
-                }
-            }
-            Ok(Event::Body { body, reusable }) => return Some((fetch::parse(&body), reusable)),
-            Err(Broken::NotHttp) => return failed(fetch::transport_error(Transport::NotHttp)),
-            Err(Broken::Closed) => return failed(fetch::transport_error(Transport::Closed)),
-            Err(Broken::TooLarge) => return failed(fetch::too_large()),
-        }
     }
 }
 
@@ -424,9 +401,9 @@ pub extern "C" fn warm() {
     let mut cache = Cache::new(Policy::of(&settings), settings.refresh_margin, 1);
     let _ = cache.get(at, false, ());
     cache.attempt_sent(at);
-    let mut response = http1::Response::new(fetch::MAX_BODY_BYTES);
+    let mut response = fetch::new_answer();
     response.feed(http1::SAMPLE_ANSWER);
-    let (result, _) = read_answer(&mut response).unwrap_or((Err(Error::Internal), false));
+    let (result, _) = fetch::read_answer(&mut response).unwrap_or((Err(Error::Internal), false));
     let step = cache.attempt_ended(at, result);
     State::default().step(step, 0);
 }
@@ -456,8 +433,24 @@ pub extern "C" fn attempt_sent(handle: u32, mono: f64, wall: f64) {
     with(|s| {
         if let Some(p) = s.provider(handle) {
             p.cache.attempt_sent(stamp(mono, wall));
-            p.response = Some(http1::Response::new(fetch::MAX_BODY_BYTES));
+            p.response = Some(fetch::new_answer());
         }
+    })
+}
+
+/// The kept connection the attempt went on ended: 1 if the attempt goes again on a new connection
+/// (`fetch::resend_on_new_connection`; its answer starts afresh), else 0.
+#[no_mangle]
+pub extern "C" fn resend_on_new_connection(handle: u32) -> u32 {
+    with(|s| {
+        let Some(response) = s.provider(handle).and_then(|p| p.response.as_mut()) else {
+            return 0;
+        };
+        if !fetch::resend_on_new_connection(true, response) {
+            return 0;
+        }
+        *response = fetch::new_answer();
+        1
     })
 }
 
