@@ -49,6 +49,9 @@ test('usage errors and help', () => {
   const none = run()
   assert.equal(none.status, 2)
   assert.match(none.stdout, /emulator/)
+  // Issue 17: the example keeps a real token out of argv, where every local user can read it.
+  assert.match(none.stdout, /--token-command 'yc iam create-token'/)
+  assert.doesNotMatch(none.stdout, /--token[ =]+["']?\$\(/)
   assert.equal(run('--help').status, 0)
   const unknown = run('serve')
   assert.equal(unknown.status, 2)

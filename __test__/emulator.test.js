@@ -310,7 +310,8 @@ test('fault: dropConnection closes the socket without a response', () => withEmu
 
 test('fault specs are validated', () => withEmu({}, async (emu) => {
   for (const bad of [{}, { times: 1 }, { nope: true }, { hang: 1 }, { status: 99 }, { hang: true, garbage: true },
-    { status: 503, hang: true }, { redirect: 'http://x/', status: 200 }, { hugeBytes: -1 }, { times: 1.5, hang: true }, 'x', [1]]) {
+    { status: 503, hang: true }, { redirect: 'http://x/', status: 200 }, { hugeBytes: -1 }, { times: 1.5, hang: true }, 'x', [1],
+    { redirect: 'http://x/\r\nSet-Cookie: a=1' }, { redirect: 'x' }, { delayMs: Infinity }, { body: () => 1 }]) {
     assert.throws(() => emu.fault(bad), TypeError, JSON.stringify(bad));
   }
   emu.fault({ status: 503, times: 0 });
@@ -318,7 +319,13 @@ test('fault specs are validated', () => withEmu({}, async (emu) => {
 }));
 
 test('control API over HTTP', () => withEmu({ token: 'ctl-secret' }, async (emu) => {
-  const ctl = (name, body) => request(emu, { method: body === undefined && name === 'stats' ? 'GET' : 'POST', path: '/_emulator/' + name, headers: {}, body });
+  // The control API wants what no web page can send without a preflight: Metadata-Flavor and a JSON body.
+  const ctl = (name, body) => request(emu, {
+    method: body === undefined && name === 'stats' ? 'GET' : 'POST',
+    path: '/_emulator/' + name,
+    headers: { 'Metadata-Flavor': 'Google', 'Content-Type': 'application/json' },
+    body,
+  });
   let stats = json(await ctl('stats'));
   assert.equal(stats.requests, 0);
   assert.equal(stats.token_fingerprint, crypto.createHash('sha256').update('ctl-secret').digest('hex').slice(0, 8));

@@ -189,7 +189,7 @@ test('debug output (NODE_DEBUG / DEBUG) never shows the token, on success, refre
       const a = await p.getToken()
       const b = await p.getToken()
       const c = await p.getToken({ forceRefresh: true })
-      await fetch('http://' + process.argv[1] + '/_emulator/fault', { method: 'POST', body: JSON.stringify({ body: { access_token: a.token, expires_in: 'x' } }) })
+      await fetch('http://' + process.argv[1] + '/_emulator/fault', { method: 'POST', headers: { 'Metadata-Flavor': 'Google', 'Content-Type': 'application/json' }, body: JSON.stringify({ body: { access_token: a.token, expires_in: 'x' } }) })
       const err = await p.getToken({ forceRefresh: true }).catch((e) => e)
       process.stdout.write(JSON.stringify({ same: a.token === b.token && b.token === c.token, code: err.code }))
     })().catch((e) => { console.error('failed', e.code); process.exit(1) })`

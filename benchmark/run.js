@@ -65,7 +65,8 @@ function startEmulator(token) {
 function control(addr, method, name) {
   const [host, port] = addr.split(':')
   return new Promise((resolve, reject) => {
-    const req = http.request({ host, port, method, path: '/_emulator/' + name, agent: false }, (res) => {
+    const headers = { 'Metadata-Flavor': 'Google', 'Content-Type': 'application/json' }
+    const req = http.request({ host, port, method, path: '/_emulator/' + name, headers, agent: false }, (res) => {
       let body = ''
       res.setEncoding('utf8')
       res.on('data', (d) => (body += d))

@@ -13,8 +13,9 @@ const USAGE = [
   '                       export lines: YC_METADATA_ADDR=..., GCE_METADATA_HOST, YDB_METADATA_*',
   '                       (yc-metadata-token emulator --help lists its options)',
   '',
-  'Example:',
-  '  npx yc-metadata-token emulator --port 0 --token "$(yc iam create-token)"',
+  'Example (your own token, fetched again before it expires; never put a real token in argv,',
+  'where every local user can read it):',
+  "  npx yc-metadata-token emulator --token-command 'yc iam create-token'",
 ].join('\n')
 
 function run(argv) {

@@ -20,15 +20,20 @@ const USAGE = [
   'Options:',
   '  --host HOST          address to bind (default 127.0.0.1)',
   '  --port PORT          port to listen on, 0 = any free port (default 8080)',
-  '  --token TOKEN        token to serve; "-" reads it from stdin',
-  '  --token-file FILE    read the token from FILE (surrounding whitespace trimmed)',
-  '  --token-env VAR      read the token from environment variable VAR',
-  '  --sa-key FILE        real tokens: exchange this service-account key (the JSON of',
-  '                       `yc iam key create`) with IAM, again well before each expires',
-  '  --iam-endpoint URL   where to exchange the key (default ' + IAM_ENDPOINT + ')',
+  '  --allow-host NAMES   also answer requests whose Host is one of these (comma-separated,',
+  '                       name or name:port); see "Who it answers" below',
   '  --token-command CMD  real tokens: run CMD (e.g. \'yc iam create-token\') and serve what it',
   '                       prints; run again before the token\'s lifetime (--expires-in, default',
   '                       43200 for a command) runs out',
+  '  --sa-key FILE        real tokens: exchange this service-account key (the JSON of',
+  '                       `yc iam key create`) with IAM, again well before each expires',
+  '  --iam-endpoint URL   where to exchange the key (default ' + IAM_ENDPOINT + ')',
+  '  --token -            read the token to serve from stdin (yc iam create-token | ...)',
+  '  --token-file FILE    read the token from FILE (surrounding whitespace trimmed)',
+  '  --token-env VAR      read the token from environment variable VAR',
+  '  --token TOKEN        the token to serve, for fake ones: on the command line it is visible to',
+  '                       every local user (ps, /proc/PID/cmdline); pass a real token with',
+  '                       --token-command, --token -, --token-file or --token-env instead',
   '  --expires-in SECS    expires_in to report (default 3600)',
   '  --countdown          count expires_in down from start, like a caching server',
   '  --metadata FILE      JSON shaped like the paths, e.g. {"instance":{"id":"..."},"project":',
@@ -37,16 +42,23 @@ const USAGE = [
   '                       rate-limit: 429 beyond 60 requests per second, like the real service',
   '  -h, --help           show this help',
   '',
-  'Without a token option a random fake token is served.',
+  'Without a token option a random fake token is served. Your own token, kept fresh:',
+  '  ' + PROG + ' --token-command \'yc iam create-token\'',
   'Then point the client at it:  export YC_METADATA_ADDR=127.0.0.1:8080',
   '(the emulator prints that line, and the ones for Google\'s libraries and the YDB SDKs).',
-  'Control API: GET /_emulator/stats, POST /_emulator/fault|token|reset',
+  '',
+  'Who it answers: it serves a real token, so no web page may reach it. A request whose Host is',
+  'not 127.0.0.1, localhost, [::1] or the --host address (with its port, or none), or one that',
+  'carries Origin or Sec-Fetch-Site other than none, gets 403. When bound to 0.0.0.0 or ::, the',
+  'addresses of this machine count as its address; other names need --allow-host.',
+  'Control API: GET /_emulator/stats, POST /_emulator/fault|token|reset with a JSON body;',
+  'every call needs Metadata-Flavor: Google, a POST also Content-Type: application/json.',
 ].join('\n');
 
 class UsageError extends Error {}
 
 const VALUE_FLAGS = ['--host', '--port', '--token', '--token-file', '--token-env', '--expires-in', '--fault',
-  '--sa-key', '--iam-endpoint', '--token-command', '--metadata'];
+  '--sa-key', '--iam-endpoint', '--token-command', '--metadata', '--allow-host'];
 const BOOL_FLAGS = ['--countdown', '--help', '-h'];
 
 function parseArgs(argv) {
@@ -98,6 +110,10 @@ function parseArgs(argv) {
     out['expires-in'] = Number(out['expires-in']);
   }
   if (out.host !== undefined && out.host === '') throw new UsageError('--host must not be empty');
+  if (out['allow-host'] !== undefined) {
+    out['allow-host'] = out['allow-host'].split(',').map(function (h) { return h.trim(); });
+    if (out['allow-host'].some(function (h) { return h === ''; })) throw new UsageError('--allow-host has an empty name');
+  }
   if (out.metadata !== undefined) {
     let text;
     try {
@@ -186,12 +202,18 @@ function main(argv) {
     return Promise.resolve(done(0));
   }
 
+  if (args.token !== undefined && args.token !== '-') {
+    process.stderr.write('warning: --token on the command line is visible to every local user (ps, /proc/PID/cmdline); ' +
+      'for a real token use --token-command, --token -, --token-file or --token-env\n');
+  }
+
   return resolveToken(args).then(function (t) {
     let starting;
     try {
       starting = startEmulator({
         host: args.host,
         port: args.port === undefined ? 8080 : args.port,
+        allowHosts: args['allow-host'],
         token: t.token,
         saKey: args['sa-key'],
         iamEndpoint: args['iam-endpoint'],

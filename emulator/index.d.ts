@@ -4,9 +4,9 @@
 export interface FaultSpec {
   /** Answer with this HTTP status. */
   status?: number
-  /** Answer with a redirect to this URL. */
+  /** Answer with a redirect to this absolute URL (visible ASCII only: it becomes the Location header). */
   redirect?: string
-  /** Wait this long before answering (combines with any other kind). */
+  /** Wait this long before answering, at most 2**31 - 1 ms (combines with any other kind). */
   delayMs?: number
   /** Never answer. */
   hang?: boolean
@@ -18,7 +18,7 @@ export interface FaultSpec {
   truncate?: boolean
   /** Send a body that is not JSON. */
   garbage?: boolean
-  /** Send this value as the JSON body. */
+  /** Send this value as the JSON body (a string as it is); serialized when the fault is set. */
   body?: unknown
   /** Send a body of this many bytes (with Content-Length). */
   hugeBytes?: number
@@ -58,6 +58,13 @@ export interface EmulatorOptions {
   host?: string
   /** Port; 0 picks a free one. @default 0 */
   port?: number
+  /**
+   * More values of the Host header to answer, `'name'` (with the bound port, or none) or
+   * `'name:port'`. By default only `127.0.0.1`, `localhost`, `[::1]` and the bound address (with
+   * this machine's addresses when bound to `0.0.0.0` or `::`) are answered, so that a web page
+   * cannot reach the emulator by DNS rebinding: add only names no one else's DNS can point here.
+   */
+  allowHosts?: string[]
   /** The token to serve. @default a random fake token */
   token?: string
   /**
@@ -87,16 +94,23 @@ export interface Emulator {
   readonly url: string
   /** Requests that reached the token path (403 and 405 answers included) since start or `reset()`. */
   readonly requests: number
+  /**
+   * Requests refused before anything else, on any path, since start or `reset()`: a Host that is not
+   * loopback, the bound address or in `allowHosts`; an `Origin`; `Sec-Fetch-Site` other than `none`.
+   */
+  readonly refused: number
   readonly log: ReadonlyArray<Record<string, unknown>>
   readonly bytesStreamed: number
   /** First 8 hex digits of the current token's SHA-256. */
   readonly tokenFingerprint: string
   /** Serve this token from now on (in place of any key or command). */
   setToken(token: string, expiresIn?: number): void
+  /** Install a fault (`null` clears it); throws a TypeError saying what is wrong with a bad one. */
   fault(spec: FaultSpec | FaultPreset | null): void
-  /** Clears the fault, the request count and the log. */
+  /** Clears the fault, the request counts and the log. */
   reset(): void
-  stats(): { requests: number; token_fingerprint: string; fault: FaultSpec | null; streamed_bytes: number }
+  /** What `GET /_emulator/stats` answers (with `Metadata-Flavor: Google`). */
+  stats(): { requests: number; refused: number; token_fingerprint: string; fault: FaultSpec | null; streamed_bytes: number }
   close(): Promise<void>
 }
 

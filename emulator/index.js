@@ -7,11 +7,21 @@
 // leak sockets or timers: close() tears down everything, including connections
 // that a fault left hanging.
 //
+// With a real token (--sa-key, --token-command, --token) it is a credential server on a fixed port
+// of a laptop, and acts like one: it answers only requests whose Host is a loopback name or its own
+// address (a page after DNS rebinding sends its own name), refuses anything a browser marks as a
+// page's (Origin, Sec-Fetch-Site), never sends CORS headers, wants Metadata-Flavor: Google and a
+// JSON body on its control API (which a page cannot send without a preflight), validates faults on
+// the way in, and turns any throw while answering into a 500 and one line on stderr: no request can
+// end it.
+//
 // Zero dependencies and Node 14 compatible on purpose: it also runs on users'
 // laptops through the CLI.
 
 const http = require('http');
 const crypto = require('crypto');
+const net = require('net');
+const os = require('os');
 const tokens = require('./tokens');
 const metadata = require('./metadata');
 
@@ -20,6 +30,13 @@ const CONTROL_PREFIX = '/_emulator/';
 const MAX_LOG_ENTRIES = 1000;
 const MAX_CONTROL_BODY = 1024 * 1024;
 const HUGE_CHUNK = 64 * 1024;
+// setTimeout's limit: a longer delay would fire at once (and warn).
+const MAX_TIMER_MS = 2147483647;
+// The names a request may carry in its Host header besides the bound address (with the bound port,
+// or none). Exact names: `localhost.` (trailing dot) goes to the DNS server, which may answer with
+// anything, so it is not loopback here (this package's client drops that dot before sending).
+const LOOPBACK_HOSTS = ['127.0.0.1', 'localhost', '[::1]'];
+const PROG = 'yc-metadata-token emulator';
 
 // Every fault kind and the type of value it takes. `delayMs` may be combined
 // with any other kind (slow *and* broken); `status` may go with `redirect`.
@@ -87,21 +104,23 @@ function normalizeFault(spec) {
       }
       return;
     }
-    const type = FAULT_KINDS[key];
+    // Own keys only: JSON.parse makes "__proto__" an ordinary key, which must not find Object.prototype.
+    const type = Object.prototype.hasOwnProperty.call(FAULT_KINDS, key) ? FAULT_KINDS[key] : null;
     if (!type) {
       throw new TypeError('unknown fault key "' + key + '"; known: times, ' + Object.keys(FAULT_KINDS).join(', '));
     }
     const v = spec[key];
     const bad = function (what) {
-      throw new TypeError('fault.' + key + ' must be ' + what + ', got ' + JSON.stringify(v));
+      throw new TypeError('fault.' + key + ' must be ' + what + ', got ' + describe(v));
     };
     if (type === 'flag' && v !== true) bad('true');
     if (type === 'status' && !(Number.isInteger(v) && v >= 200 && v <= 599)) bad('an HTTP status code 200-599');
-    if (type === 'url' && !(typeof v === 'string' && v.length > 0)) bad('a non-empty URL string');
-    if (type === 'ms' && !(typeof v === 'number' && Number.isFinite(v) && v >= 0)) bad('a non-negative number of milliseconds');
-    if (type === 'size' && !isNonNegativeInteger(v)) bad('a non-negative integer byte count');
+    // It becomes a Location header: a CR or LF would split the answer, and Node throws on it.
+    if (type === 'url' && !isHeaderSafeUrl(v)) bad('an absolute URL of visible ASCII characters (no spaces, CR or LF)');
+    if (type === 'ms' && !(typeof v === 'number' && v >= 0 && v <= MAX_TIMER_MS)) bad('a number of milliseconds from 0 to ' + MAX_TIMER_MS);
+    if (type === 'size' && !(isNonNegativeInteger(v) && v <= Number.MAX_SAFE_INTEGER)) bad('a non-negative integer byte count');
     if (type === 'rate' && !(Number.isInteger(v) && v > 0)) bad('a positive integer of requests per second');
-    if (type === 'any' && v === undefined) bad('a JSON value or string');
+    if (type === 'any' && jsonText(v) === null) bad('a JSON value or string');
     kinds.push(key);
   });
 
@@ -126,7 +145,95 @@ function normalizeFault(spec) {
 
   const copy = {};
   Object.keys(spec).forEach(function (k) { copy[k] = spec[k]; });
-  return { spec: copy, kind: main[0] || 'normal', remaining: spec.times };
+  // The body is serialized now, so that answering with it cannot fail later.
+  const bodyText = spec.body === undefined ? undefined : jsonText(spec.body);
+  return { spec: copy, kind: main[0] || 'normal', remaining: spec.times, bodyText: bodyText };
+}
+
+// The text a `body` fault sends: a string as it is, anything else as JSON; null when it has none.
+function jsonText(v) {
+  if (typeof v === 'string') return v;
+  try {
+    const text = JSON.stringify(v);
+    return typeof text === 'string' ? text : null;
+  } catch (e) {
+    return null;
+  }
+}
+
+function isHeaderSafeUrl(v) {
+  if (typeof v !== 'string' || !/^[\x21-\x7e]+$/.test(v)) return false;
+  try {
+    new URL(v); // eslint-disable-line no-new
+    return true;
+  } catch (e) {
+    return false;
+  }
+}
+
+// A value for an error message: short, and never a throw of its own.
+function describe(v) {
+  const text = jsonText(v);
+  if (text === null) return typeof v;
+  return text.length > 80 ? text.slice(0, 80) + '...' : text;
+}
+
+// Host header values and --allow-host entries: `name[:port]` with a DNS name or IPv4 address, or a
+// bracketed IPv6 address. Returns { name, port } with the name lower-cased (IPv6 compressed, in
+// brackets) and port null when absent, or null when `value` is not of that shape.
+function parseHost(value) {
+  const m = /^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+)(?::(\d{1,5}))?$/.exec(value);
+  if (!m) return null;
+  const name = canonicalName(m[1]);
+  const port = m[2] === undefined ? null : Number(m[2]);
+  if (name === null || (port !== null && (port < 1 || port > 65535))) return null;
+  return { name: name, port: port };
+}
+
+function canonicalName(name) {
+  if (name.charAt(0) !== '[') return name.toLowerCase();
+  const inner = name.slice(1, -1);
+  if (!net.isIPv6(inner)) return null;
+  try {
+    return new URL('http://' + name + '/').hostname;
+  } catch (e) {
+    return null;
+  }
+}
+
+// The name of the bound address as a Host header carries it.
+function boundName(host) {
+  if (typeof host !== 'string') return String(host);
+  if (host.indexOf(':') === -1) return host.toLowerCase();
+  return canonicalName('[' + host + ']') || '[' + host.toLowerCase() + ']';
+}
+
+// This machine's addresses, as Host names: what a container or another machine dials when the
+// emulator listens on all of them (0.0.0.0 or ::).
+function ownAddresses() {
+  const out = [];
+  const ifaces = os.networkInterfaces();
+  Object.keys(ifaces).forEach(function (k) {
+    (ifaces[k] || []).forEach(function (a) {
+      const v6 = a.family === 'IPv6' || a.family === 6;
+      out.push(v6 ? canonicalName('[' + a.address + ']') : a.address);
+    });
+  });
+  return out;
+}
+
+// The allowHosts option: [{ name, port }], port null for "the bound port". Throws ERR_INVALID_OPTION.
+function allowedHosts(list) {
+  if (list === undefined) return [];
+  const bad = function (why) {
+    throw Object.assign(new TypeError('allowHosts ' + why), { code: 'ERR_INVALID_OPTION' });
+  };
+  if (!Array.isArray(list)) bad('must be an array of host names (name or name:port)');
+  return list.map(function (entry) {
+    const h = typeof entry === 'string' ? parseHost(entry) : null;
+    if (h === null) bad('entries must be host names or addresses with an optional port 1-65535, got ' + describe(entry));
+    return h;
+  });
 }
 
 function startEmulator(options) {
@@ -137,6 +244,7 @@ function startEmulator(options) {
   const countdown = !!opts.countdown;
 
   const say = quiet ? function () {} : function (message) { process.stderr.write(message + '\n'); };
+  const extraHosts = allowedHosts(opts.allowHosts);
   // A real token source (a service-account key exchanged with IAM, or a command), or null for the
   // static token below.
   let source = tokenSource(opts, say);
@@ -151,6 +259,8 @@ function startEmulator(options) {
 
   let fault = null;
   let requests = 0;
+  // Requests turned away by the Host / Origin rules (browsers): never counted in `requests`.
+  let refused = 0;
   let bytesStreamed = 0;
   const log = [];
   const sockets = new Set();
@@ -158,10 +268,19 @@ function startEmulator(options) {
   let closed = false;
   let closing = null;
   let boundPort = null;
+  // The bound address as a Host header names it: '127.0.0.1', '[::1]', '0.0.0.0', '[::]'.
+  const bound = boundName(host);
   let address = null;
   let url = null;
 
-  const server = http.createServer(onRequest);
+  // Every handler runs guarded: a throw becomes a 500 and a line on stderr, never the end of the process.
+  const server = http.createServer(function (req, res) {
+    try {
+      onRequest(req, res);
+    } catch (e) {
+      internalError(req, res, e);
+    }
+  });
   // Node 14 kills idle sockets after 120 s by default; a `hang` fault should
   // hang until the client or close() gives up, like a real stuck server.
   server.timeout = 0;
@@ -169,6 +288,73 @@ function startEmulator(options) {
     sockets.add(socket);
     socket.on('close', function () { sockets.delete(socket); });
   });
+
+  // fn, with any throw turned into a 500 for this request: for callbacks that run later (timers,
+  // promises, stream events), where a throw would otherwise end the process.
+  function guarded(req, res, fn) {
+    return function () {
+      try {
+        return fn.apply(this, arguments);
+      } catch (e) {
+        internalError(req, res, e);
+        return undefined;
+      }
+    };
+  }
+
+  function internalError(req, res, err) {
+    const what = err && typeof err === 'object' ? (err.code ? err.code + ': ' : '') + err.message : String(err);
+    try {
+      process.stderr.write(PROG + ': internal error answering ' + req.method + ' ' + redact(String(req.url)).slice(0, 200) +
+        ': ' + redact(String(what)).replace(/[\r\n]+/g, ' ').slice(0, 300) + '\n');
+    } catch (e) {
+      // stderr is gone; the answer below still goes out.
+    }
+    try {
+      if (res.headersSent) throw new Error('too late for a 500');
+      sendText(res, 500, 'Internal error in the emulator: its stderr says what.\n', { Connection: 'close' });
+    } catch (e) {
+      req.socket.destroy();
+    }
+  }
+
+  // The text without the token in it (for messages of errors nobody expected).
+  function redact(text) {
+    let out = text;
+    if (typeof token === 'string' && token.length > 0) out = out.split(token).join('<token>');
+    if (source !== null) out = source.redact(out);
+    return out;
+  }
+
+  // Why the request must be refused, or null: the DNS-rebinding and browser rules, before anything
+  // else on every path.
+  function refusal(req) {
+    const h = req.headers;
+    if (h.origin !== undefined) {
+      return 'Refused: the request carries Origin, so a web page sent it; the emulator answers no web page ' +
+        '(nor does the real metadata service).\n';
+    }
+    if (h['sec-fetch-site'] !== undefined && h['sec-fetch-site'] !== 'none') {
+      return 'Refused: Sec-Fetch-Site: ' + describe(h['sec-fetch-site']) + ' says a web page sent it; the emulator answers no web page.\n';
+    }
+    if (h.host === undefined) return 'Refused: the request has no Host header.\n';
+    const parsed = parseHost(h.host);
+    if (parsed !== null && hostAllowed(parsed)) return null;
+    return 'Refused: Host ' + describe(h.host) + ' is not ' + LOOPBACK_HOSTS.join(', ') +
+      (LOOPBACK_HOSTS.indexOf(bound) === -1 ? ' or ' + bound : '') + ' with port ' + boundPort +
+      ' (or none): a name that points here may be a web page after DNS rebinding. ' +
+      'Names of your own: --allow-host (allowHosts).\n';
+  }
+
+  function hostAllowed(h) {
+    const matches = function (name, port) {
+      return h.name === name && (h.port === null || h.port === (port === null ? boundPort : port));
+    };
+    if (LOOPBACK_HOSTS.some(function (n) { return matches(n, null); }) || matches(bound, null)) return true;
+    if (extraHosts.some(function (e) { return matches(e.name, e.port); })) return true;
+    // Listening on every address: this machine's addresses too (never a name).
+    return (bound === '0.0.0.0' || bound === '[::]') && ownAddresses().some(function (a) { return matches(a, null); });
+  }
 
   function later(ms, fn) {
     if (closed) return;
@@ -192,6 +378,8 @@ function startEmulator(options) {
   }
 
   // cb(err, body): at once for the static token; from the source otherwise, which may mint first.
+  // cb must not throw (pass it through guarded()): from a promise, a throw would be an unhandled
+  // rejection, which ends Node.
   function withTokenBody(cb) {
     if (source === null) {
       cb(null, tokenBody(token, currentExpiresIn()));
@@ -237,8 +425,9 @@ function startEmulator(options) {
     log.push({ method: req.method, path: req.url, headers: Object.assign({}, req.headers), time: started });
     if (log.length > MAX_LOG_ENTRIES) log.splice(0, log.length - MAX_LOG_ENTRIES);
 
-    // Writes to a client that went away are expected here, never fatal.
+    // Writes to a client that went away, and a request body cut short, are expected here, never fatal.
     res.on('error', function () {});
+    req.on('error', function () {});
 
     if (!quiet) {
       let done = false;
@@ -254,6 +443,15 @@ function startEmulator(options) {
       // response (hang, dribble), so every request gets exactly one line.
       res.on('finish', report);
       res.on('close', report);
+    }
+
+    const refuse = refusal(req);
+    if (refuse !== null) {
+      req.resume();
+      refused += 1;
+      ctx.note = 'refused';
+      sendText(res, 403, refuse);
+      return;
     }
 
     const pathname = req.url.split('?')[0];
@@ -297,7 +495,7 @@ function startEmulator(options) {
     const f = takeFault();
     if (f) ctx.note = 'fault=' + f.kind + (f.spec.delayMs !== undefined ? '+delayMs' : '');
     const serve = function () {
-      withTokenBody(function (err, body) {
+      withTokenBody(guarded(req, res, function (err, body) {
         if (socket.destroyed) return;
         if (err) {
           // The source's message names what failed (IAM's status, the command's exit), never a token.
@@ -305,12 +503,12 @@ function startEmulator(options) {
           return;
         }
         serveToken(req, res, socket, f, ctx, body);
-      });
+      }));
     };
     if (f && f.spec.delayMs !== undefined) {
-      later(f.spec.delayMs, function () {
+      later(f.spec.delayMs, guarded(req, res, function () {
         if (!socket.destroyed) serve();
-      });
+      }));
     } else {
       serve();
     }
@@ -342,12 +540,12 @@ function startEmulator(options) {
         return;
       case 'resetMidBody': {
         res.writeHead(200, jsonHeaders(bodyBytes.length));
-        res.write(bodyBytes.slice(0, Math.floor(bodyBytes.length / 2)), function () {
+        res.write(bodyBytes.slice(0, Math.floor(bodyBytes.length / 2)), guarded(req, res, function () {
           ctx.status = '200+reset';
           // A real RST, not a FIN, where Node can do it (>= 16.17 / 18.3).
           if (typeof socket.resetAndDestroy === 'function') socket.resetAndDestroy();
           else socket.destroy();
-        });
+        }));
         return;
       }
       case 'truncate':
@@ -357,17 +555,17 @@ function startEmulator(options) {
         sendJson(res, 200, 'not json{{');
         return;
       case 'body':
-        sendJson(res, 200, typeof spec.body === 'string' ? spec.body : JSON.stringify(spec.body));
+        sendJson(res, 200, f.bodyText);
         return;
       case 'hugeBytes':
-        streamHuge(res, socket, spec.hugeBytes, false);
+        streamHuge(req, res, socket, spec.hugeBytes, false);
         return;
       case 'hugeChunked':
-        streamHuge(res, socket, spec.hugeChunked, true);
+        streamHuge(req, res, socket, spec.hugeChunked, true);
         return;
       case 'dribbleMs':
         ctx.status = '200';
-        dribble(socket, bodyBytes, spec.dribbleMs);
+        dribble(req, res, socket, bodyBytes, spec.dribbleMs);
         return;
       case 'dropConnection':
         ctx.status = 'drop';
@@ -380,7 +578,7 @@ function startEmulator(options) {
 
   // Streams `total` bytes of 'a', honouring backpressure so a slow client
   // cannot make us buffer gigabytes, and stopping when the client leaves.
-  function streamHuge(res, socket, total, chunked) {
+  function streamHuge(req, res, socket, total, chunked) {
     const headers = { 'Content-Type': 'application/json', 'Metadata-Flavor': 'Google' };
     if (!chunked) headers['Content-Length'] = total;
     res.writeHead(200, headers);
@@ -388,7 +586,7 @@ function startEmulator(options) {
     let left = total;
     let stopped = false;
     res.on('close', function () { stopped = true; });
-    const pump = function () {
+    const pump = guarded(req, res, function () {
       while (!stopped && !closed && left > 0) {
         const n = Math.min(left, HUGE_CHUNK);
         left -= n;
@@ -399,13 +597,13 @@ function startEmulator(options) {
         }
       }
       if (!stopped && !closed) res.end();
-    };
+    });
     pump();
   }
 
   // Writes the whole raw response (status line and headers included) one
   // byte at a time, bypassing ServerResponse, to mimic a crawling server.
-  function dribble(socket, bodyBytes, ms) {
+  function dribble(req, res, socket, bodyBytes, ms) {
     const head = 'HTTP/1.1 200 OK\r\n' +
       'Content-Type: application/json\r\n' +
       'Metadata-Flavor: Google\r\n' +
@@ -413,30 +611,49 @@ function startEmulator(options) {
       'Connection: close\r\n\r\n';
     const raw = Buffer.concat([Buffer.from(head, 'latin1'), bodyBytes]);
     let i = 0;
-    const step = function () {
+    const step = guarded(req, res, function () {
       if (socket.destroyed) return;
       socket.write(raw.slice(i, i + 1));
       i += 1;
       if (i < raw.length) later(ms, step);
       else socket.end();
-    };
+    });
     step();
   }
 
+  // The control API changes what a token request gets. A web page cannot send Metadata-Flavor or a
+  // JSON Content-Type without a CORS preflight, which the emulator never grants: these two headers
+  // are what keeps it from CSRF (besides the Host and Origin rules every path has).
   function onControl(req, res, name) {
     const route = req.method + ' ' + name;
-    if (route === 'GET stats') {
-      req.resume();
-      sendJson(res, 200, JSON.stringify(stats()));
-      return;
-    }
-    if (['POST fault', 'POST token', 'POST reset'].indexOf(route) === -1) {
+    if (['GET stats', 'POST fault', 'POST token', 'POST reset'].indexOf(route) === -1) {
       req.resume();
       const known = ['stats', 'fault', 'token', 'reset'].indexOf(name) !== -1;
       sendText(res, known ? 405 : 404, known ? 'Method Not Allowed\n' : 'Unknown control endpoint\n');
       return;
     }
-    readBody(req, function (err, text) {
+    if (req.headers['x-forwarded-for'] !== undefined) {
+      req.resume();
+      sendText(res, 403, 'Request denied: X-Forwarded-For header present.\n');
+      return;
+    }
+    if (req.headers['metadata-flavor'] !== 'Google') {
+      req.resume();
+      sendText(res, 403, 'The control API needs the header Metadata-Flavor: Google.\n');
+      return;
+    }
+    if (route === 'GET stats') {
+      req.resume();
+      sendJson(res, 200, JSON.stringify(stats()));
+      return;
+    }
+    if (!isJsonType(req.headers['content-type'])) {
+      req.resume();
+      sendText(res, 415, 'The control API takes a JSON body with Content-Type: application/json, got ' +
+        (req.headers['content-type'] === undefined ? 'none' : describe(req.headers['content-type'])) + '.\n');
+      return;
+    }
+    readBody(req, guarded(req, res, function (err, text) {
       if (err) {
         sendText(res, 413, err.message + '\n', { Connection: 'close' });
         return;
@@ -464,25 +681,22 @@ function startEmulator(options) {
       }
       res.writeHead(204);
       res.end();
-    });
+    }));
   }
 
+  // cb(err, text) once the whole body has arrived; over MAX_CONTROL_BODY it is read to its end and
+  // dropped (answering before would reset a client still sending), then cb gets an error.
   function readBody(req, cb) {
     const parts = [];
     let size = 0;
-    let failed = false;
     req.on('data', function (d) {
-      if (failed) return;
       size += d.length;
-      if (size > MAX_CONTROL_BODY) {
-        failed = true;
-        cb(new Error('control request body too large'));
-        return;
-      }
-      parts.push(d);
+      if (size <= MAX_CONTROL_BODY) parts.push(d);
+      else parts.length = 0;
     });
     req.on('end', function () {
-      if (!failed) cb(null, Buffer.concat(parts).toString('utf8'));
+      if (size > MAX_CONTROL_BODY) cb(new Error('control request body too large (over ' + MAX_CONTROL_BODY + ' bytes)'));
+      else cb(null, Buffer.concat(parts).toString('utf8'));
     });
   }
 
@@ -492,7 +706,7 @@ function startEmulator(options) {
       f = Object.assign({}, fault.spec);
       if (fault.remaining !== undefined) f.times = fault.remaining;
     }
-    return { requests: requests, token_fingerprint: currentFingerprint(), fault: f, streamed_bytes: bytesStreamed };
+    return { requests: requests, refused: refused, token_fingerprint: currentFingerprint(), fault: f, streamed_bytes: bytesStreamed };
   }
 
   function currentFingerprint() {
@@ -504,6 +718,7 @@ function startEmulator(options) {
     get port() { return boundPort; },
     get url() { return url; },
     get requests() { return requests; },
+    get refused() { return refused; },
     get log() { return log; },
     get bytesStreamed() { return bytesStreamed; },
     get tokenFingerprint() { return currentFingerprint(); },
@@ -522,6 +737,7 @@ function startEmulator(options) {
     reset: function () {
       fault = null;
       requests = 0;
+      refused = 0;
       bytesStreamed = 0;
       log.length = 0;
     },
@@ -548,6 +764,10 @@ function startEmulator(options) {
       server.once('error', reject);
       server.listen({ host: host, port: port }, function () {
         server.removeListener('error', reject);
+        // Later errors of the listening socket (EMFILE on accept, ...) are reported, not thrown.
+        server.on('error', function (e) {
+          process.stderr.write(PROG + ': server error: ' + (e && e.message) + '\n');
+        });
         boundPort = server.address().port;
         // Bracket IPv6 literals so 'host:port' stays unambiguous.
         address = (host.indexOf(':') !== -1 ? '[' + host + ']' : host) + ':' + boundPort;
@@ -580,6 +800,10 @@ function tokenSource(opts, say) {
     return tokens.renewingSource(tokens.commandMinter(opts.tokenCommand, opts.expiresIn), say);
   }
   return null;
+}
+
+function isJsonType(value) {
+  return typeof value === 'string' && value.split(';')[0].trim().toLowerCase() === 'application/json';
 }
 
 function jsonHeaders(length) {

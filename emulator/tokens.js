@@ -254,6 +254,8 @@ function renewingSource(mint, onEvent) {
   return {
     current: current,
     get fingerprint() { return held === null ? null : fingerprint(held.token); },
+    // The text with the held token replaced, for messages nobody expected to hold it.
+    redact: function (text) { return held === null ? text : String(text).split(held.token).join('<token>'); },
   };
 }
 
