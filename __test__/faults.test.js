@@ -9,13 +9,13 @@
 const test = require('node:test')
 const assert = require('node:assert/strict')
 const http = require('node:http')
-const net = require('node:net')
 const path = require('node:path')
 const { spawn } = require('node:child_process')
 const { once } = require('node:events')
 
 const { TokenProvider, CODES } = require('..')
 const { startEmulator } = require('../emulator')
+const { closedPort } = require('./helpers')
 
 const TOKEN = 'matrix-secret-token-7f3a9c'
 /// Every row of the matrix lands here; printed at the end for the issue's closing note.
@@ -75,17 +75,6 @@ function assertError(r, code) {
   assert.ok(r.outcome instanceof Error, `expected ${code}, got a token`)
   assert.equal(r.outcome.code, code, r.outcome.message)
   assert.equal(r.outcome.name, 'MetadataTokenError')
-}
-
-/** A port on 127.0.0.1 that nothing listens on (bound, then released). */
-async function closedPort() {
-  const server = net.createServer()
-  server.listen(0, '127.0.0.1')
-  await once(server, 'listening')
-  const { port } = server.address()
-  server.close()
-  await once(server, 'close')
-  return port
 }
 
 /** A plain HTTP server that counts every request it gets: the place nothing should reach. */

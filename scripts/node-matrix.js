@@ -171,14 +171,30 @@ async function ensureNode(major) {
 }
 
 // A loopback port with nobody listening: bind, note the port, close.
-function closedPort() {
-  return new Promise((resolve, reject) => {
-    const server = net.createServer()
-    server.on('error', reject)
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address()
-      server.close(() => resolve(port))
+// Ports nothing listens on are taken from below Linux's ephemeral range (32768-60999; Windows and
+// macOS start at 49152): a freed ephemeral port can be taken by another test's listen(0) before it
+// is dialed, or be picked as the dialing socket's own source port (a TCP self-connect then reads
+// our own request back as the answer). Each is checked to refuse before it is handed out.
+const CLOSED_PORT_FIRST = 20000
+const CLOSED_PORT_COUNT = 10000
+const CLOSED_PORT_TRIES = 50
+
+async function closedPort() {
+  for (let i = 0; i < CLOSED_PORT_TRIES; i++) {
+    const port = CLOSED_PORT_FIRST + Math.floor(Math.random() * CLOSED_PORT_COUNT)
+    if (await refuses(port)) return port
+  }
+  throw new Error('no port between ' + CLOSED_PORT_FIRST + ' and ' + (CLOSED_PORT_FIRST + CLOSED_PORT_COUNT) + ' refused a connection')
+}
+
+function refuses(port) {
+  return new Promise((resolve) => {
+    const socket = net.connect(port, '127.0.0.1')
+    socket.on('connect', () => {
+      socket.destroy()
+      resolve(false)
     })
+    socket.on('error', (err) => resolve(err.code === 'ECONNREFUSED'))
   })
 }
 
