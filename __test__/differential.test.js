@@ -49,8 +49,9 @@ const DEFAULT_CASES = 4000
 const WORKER_LIFETIME_MS = 10 * 60 * 1000
 // Divergences shrunk and printed in full, one per kind (the pair of outcomes).
 const EXAMPLES = 5
-// Shrinking rounds: each runs every variant of every example in both drivers (a few hundred
-// cases, ~1 s here) and keeps, per example, the first that still diverges the same way.
+// Shrinking rounds: each runs every variant of every example in both drivers (up to a few
+// hundred cases, a second or a few here) and keeps, per example, the first that still diverges
+// the same way.
 const SHRINK_ROUNDS = 30
 // While shrinking, an attempt's timeout: an answer in one piece ends within a few ms, and a
 // round lasts as long as its slowest variant.
@@ -491,8 +492,9 @@ function variants(s) {
 
 /**
  * Shrinks each example to a smaller case that gives the same pair of outcomes (tokens aside), with
- * a shorter attempt timeout. Every round runs the example itself (the first round: does it happen again?) or its variants,
- * for all examples at once in both drivers, and keeps the first variant that still diverges so.
+ * a shorter attempt timeout. The first round runs each example as it is (does it diverge so with
+ * that timeout?), every later one all variants of all examples at once in both drivers, keeping
+ * per example the first variant that still diverges so.
  */
 async function shrink(examples) {
   // A round lasts as long as its slowest variant, and many variants stall (bytes cut from a body).
@@ -507,7 +509,7 @@ async function shrink(examples) {
     open.forEach((s, i) => {
       const { list, partsFrom } = batch[i]
       const found = list.findIndex((_, j) => !same(outcomes[k + j].native, outcomes[k + j].wasm) && kind(outcomes[k + j]) === s.kind)
-      const first = outcomes[k + Math.max(found, 0)]
+      const kept = outcomes[k + Math.max(found, 0)]
       k += list.length
       if (s.reproduced === null) {
         s.reproduced = found === 0
@@ -521,7 +523,7 @@ async function shrink(examples) {
         else s.parts = Math.min(s.parts * 2, length, MAX_PARTS)
         return
       }
-      Object.assign(s, { case: list[found], outcomes: first, rounds: s.rounds + 1 })
+      Object.assign(s, { case: list[found], outcomes: kept, rounds: s.rounds + 1 })
       if (found >= partsFrom) s.parts = Math.max(2, s.parts - 1)
     })
   }
