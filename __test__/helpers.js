@@ -52,18 +52,23 @@ async function peerServer(answer) {
   }
 }
 
-/**
- * Runs `code` in a fresh `node -e` from the package root with `env` added to a clean environment
- * (no proxy or metadata variables inherited). Resolves with { code, stdout, stderr, ms }.
- */
-function runNode(code, env, timeoutMs = 20000) {
+/** This process's environment without proxy, metadata or debug variables, with `env` added. */
+function childEnv(env) {
   const clean = {}
   for (const [k, v] of Object.entries(process.env)) {
     if (!/^(YC_METADATA_ADDR|GCE_METADATA_HOST|NODE_DEBUG|DEBUG)$|_proxy$/i.test(k)) clean[k] = v
   }
+  return { ...clean, ...env }
+}
+
+/**
+ * Runs `code` in a fresh `node -e` from the package root with `env` added to a clean environment
+ * (childEnv). Resolves with { code, stdout, stderr, ms }.
+ */
+function runNode(code, env, timeoutMs = 20000) {
   return new Promise((resolve, reject) => {
     const started = process.hrtime.bigint()
-    const child = spawn(process.execPath, ['-e', code], { cwd: ROOT, env: { ...clean, ...env } })
+    const child = spawn(process.execPath, ['-e', code], { cwd: ROOT, env: childEnv(env) })
     let stdout = ''
     let stderr = ''
     child.stdout.on('data', (d) => (stdout += d))
@@ -117,4 +122,4 @@ async function inNamespace(flags, setup, script) {
   return JSON.parse(out)
 }
 
-module.exports = { ROOT, withEmulator, closedPort, trapServer, peerServer, runNode, inNamespace, copyPackage }
+module.exports = { ROOT, withEmulator, closedPort, trapServer, peerServer, childEnv, runNode, inNamespace, copyPackage }
