@@ -453,13 +453,16 @@ impl Head {
     }
 }
 
-/// Whether `bytes` can still begin a status line: an SSH banner or a Redis error is refused on
-/// its first bytes, not after waiting for a head that never ends. (A lone CR may still be the
-/// start of an empty line.)
+/// Whether `bytes` can still begin a status line ("HTTP/1.0 " or "HTTP/1.1 "): an SSH banner, a
+/// Redis error or another version is refused on its first bytes, not after waiting for a line end
+/// that may never come. (A lone CR may still be the start of an empty line.)
 fn could_be_http(bytes: &[u8]) -> bool {
     const PREFIX: &[u8] = b"HTTP/1.";
     let n = bytes.len().min(PREFIX.len());
-    bytes == b"\r" || bytes[..n] == PREFIX[..n]
+    bytes == b"\r"
+        || (bytes[..n] == PREFIX[..n]
+            && bytes.get(7).is_none_or(|&b| b == b'0' || b == b'1')
+            && bytes.get(8).is_none_or(|&b| b == b' '))
 }
 
 /// "HTTP/1.1 200 OK": HTTP/1.0 or 1.1, a space, three digits from 100, then the end or a space
@@ -1020,6 +1023,8 @@ mod tests {
             "\x16\x03\x01",
             "H",
             "http/1.1 200 OK",
+            "HTTP/1.s",
+            "HTTP/1.1x",
         ] {
             let mut r = Response::new(CAP);
             r.feed(banner.as_bytes());
