@@ -147,8 +147,8 @@ function choose() {
   const native = loadNative()
   if (native.addon) {
     const reason = (forced === 'native' ? DRIVER_VARIABLE + '=native; ' : '') + 'loaded ' + native.from
-    const { NativeProvider, usableForMs } = native.addon
-    return { Provider: NativeProvider, usableForMs, driver: 'native', reason }
+    const { NativeProvider, usableForMs, isB64Token } = native.addon
+    return { Provider: NativeProvider, usableForMs, isB64Token, driver: 'native', reason }
   }
   if (forced === 'native') throw unsupported(native.failures)
   let wasm
@@ -161,7 +161,7 @@ function choose() {
 }
 
 function wasmDriver(wasm, reason) {
-  return { Provider: wasm.WasmProvider, usableForMs: wasm.usableForMs, driver: 'wasm', reason }
+  return { Provider: wasm.WasmProvider, usableForMs: wasm.usableForMs, isB64Token: wasm.isB64Token, driver: 'wasm', reason }
 }
 
 module.exports = choose()

@@ -436,6 +436,12 @@ function contextToken(state, context) {
       expiresIn === Infinity) {
     return null
   }
+  // The rule a fetched token must pass, the core's (RFC 6750's b64token): a token that would not
+  // make an Authorization header as it is goes unused, and the metadata service is asked instead.
+  if (!binding.isB64Token(token)) {
+    if (DEBUG) debug(state, 'the context token is not an RFC 6750 b64token; asking the metadata service')
+    return null
+  }
   const mono = monotonicMs()
   const wall = Date.now()
   let seen = contextsSeen.get(context)

@@ -498,4 +498,12 @@ function usableForMs(lifetimeMs, elapsedMs) {
   return left < 0 ? null : left
 }
 
-module.exports = { WasmProvider, usableForMs }
+// The core's rule for a token it did not fetch (a Cloud Functions context's): RFC 6750's b64token.
+function isB64Token(token) {
+  const inst = instance()
+  const bytes = Buffer.from(token)
+  writeIo(inst, bytes)
+  return inst.exports.is_b64token(bytes.length) === 1
+}
+
+module.exports = { WasmProvider, usableForMs, isB64Token }

@@ -66,6 +66,20 @@ test('a context without a usable token falls back to the metadata service', asyn
   }
 })
 
+// The token's rule (RFC 6750's b64token) is the core's, for a context's token as for a fetched one.
+test('a context token that is no RFC 6750 b64token is ignored: the metadata service answers', async () => {
+  const provider = new lib.TokenProvider({ host: emu.address })
+  for (const bad of ['abc, Basic YWRtaW46YWRtaW4=', 'abc def', 'ctx\u010D\u010AX-Evil: 1', 'a=b', '=', 'ctx\r\n']) {
+    assert.equal((await lib.getToken({}, context(bad, 3600))).token, 'metadata-token', bad)
+    assert.equal(await lib.getAuthorizationHeader({}, context(bad, 3600)), 'Bearer metadata-token', bad)
+    assert.equal((await provider.getToken({ context: context(bad, 3600) })).token, 'metadata-token', bad)
+  }
+  assert.equal(provider.stats().contextTokens, 0)
+  // Padding and every character the rule allows.
+  const good = 'ctx.A-z_0~9+/x=='
+  assert.equal((await provider.getToken({ context: context(good, 3600) })).token, good)
+})
+
 test('the context token counts down from the first time that context is seen', async () => {
   const ctx = context('ctx-short', 3)
   const first = await lib.getToken(undefined, ctx)

@@ -97,6 +97,12 @@ const badBodies = [
   ['expires_in negative', { body: { access_token: SECRET, expires_in: -10 } }, /expires_in must be positive/],
   ['expires_in under a second', { body: { access_token: SECRET, expires_in: 0.5 } }, /at least one second/],
   ['a truncated body', { truncate: true }, /not valid JSON/],
+  // getAuthorizationHeader() must never make 'Bearer abc, Basic YWRtaW46YWRtaW4='.
+  ['access_token with a second credential', { body: { access_token: SECRET + ', Basic YWRtaW46YWRtaW4=', expires_in: 3600 } }, /access_token is not an RFC 6750 b64token/],
+  // A latin1 header writer turns U+010D U+010A into CR LF.
+  ['access_token with U+010D U+010A', { body: { access_token: SECRET + '\u010D\u010AX-Evil: 1', expires_in: 3600 } }, /RFC 6750 b64token/],
+  ['access_token with a space', { body: { access_token: SECRET + ' x', expires_in: 3600 } }, /RFC 6750 b64token/],
+  ['access_token with = inside', { body: { access_token: SECRET + '=x', expires_in: 3600 } }, /RFC 6750 b64token/],
 ]
 
 for (const [name, fault, message] of badBodies) {
