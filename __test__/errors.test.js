@@ -75,6 +75,21 @@ test('ERR_METADATA_STATUS: other statuses with err.status; 4xx not retried, 5xx 
   })
 })
 
+// Yandex Cloud VMs answer 400 when their GCE-compatible endpoint or token option is off.
+test('ERR_METADATA_STATUS 400: not retried, and the hint names both causes with each product\'s setting', async () => {
+  await withEmulator({ token: SECRET }, async (emu) => {
+    emu.fault({ status: 400 })
+    const err = await rejection(new TokenProvider({ host: emu.address }).getToken())
+    assertClean(err, 'ERR_METADATA_STATUS')
+    assert.equal(err.status, 400)
+    assert.equal(emu.requests, 1)
+    assert.match(err.message, /not a metadata service/)
+    for (const setting of ['Cloud Functions', 'Serverless Containers', 'VM', 'gceHttpEndpoint', 'gce-http-token']) {
+      assert.ok(err.message.includes(setting), setting + ': ' + err.message)
+    }
+  })
+})
+
 test('ERR_METADATA_STATUS 403 from a request without Metadata-Flavor is explained', async () => {
   await withEmulator({ token: SECRET }, async (emu) => {
     emu.fault({ status: 403 })
@@ -331,6 +346,10 @@ test("a plain web server's 404 (no Metadata-Flavor) is ERR_METADATA_BAD_RESPONSE
     const err = await rejection(new TokenProvider({ host: '127.0.0.1:' + server.address().port }).getToken())
     assertClean(err, 'ERR_METADATA_BAD_RESPONSE')
     assert.match(err.message, /not a metadata service/)
+    // A Cloud Function whose GCE-compatible endpoint is off answers 404 too.
+    for (const setting of ['Cloud Functions', 'Serverless Containers', 'VM', 'gceHttpEndpoint', 'gce-http-token']) {
+      assert.ok(err.message.includes(setting), setting + ': ' + err.message)
+    }
   } finally {
     // The client keeps its connection alive: close it from this side.
     server.closeAllConnections()

@@ -100,11 +100,7 @@ pub fn classify_status(status: u16, from_metadata: bool) -> Result<(), Error> {
             "a redirect (HTTP {status}), which is never followed"
         ))),
         404 if from_metadata => Err(Error::NoServiceAccount),
-        404 => Err(Error::BadResponse(
-            "HTTP 404 without the Metadata-Flavor: Google header, so this is not a metadata \
-             service"
-                .into(),
-        )),
+        404 => Err(Error::NotFoundWithoutFlavor),
         _ => Err(Error::Status(status)),
     }
 }
