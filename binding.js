@@ -136,8 +136,14 @@ function unsupported(failures, wasmError) {
   return error
 }
 
+// process.env falls back to Object.prototype for a variable that is not set: a polluted prototype
+// must not choose the driver (index.js reads its variables the same way).
+function ownEnv(name) {
+  return Object.prototype.hasOwnProperty.call(process.env, name) ? process.env[name] : undefined
+}
+
 function choose() {
-  const forced = process.env[DRIVER_VARIABLE]
+  const forced = ownEnv(DRIVER_VARIABLE)
   if (forced !== undefined && forced !== '' && forced !== 'native' && forced !== 'wasm') {
     const error = new Error(DRIVER_VARIABLE + ' must be "native" or "wasm" (or unset), got ' + JSON.stringify(forced))
     error.code = 'ERR_INVALID_OPTION'
@@ -164,4 +170,4 @@ function wasmDriver(wasm, reason) {
   return { Provider: wasm.WasmProvider, usableForMs: wasm.usableForMs, isB64Token: wasm.isB64Token, driver: 'wasm', reason }
 }
 
-module.exports = choose()
+module.exports = Object.assign(choose(), { ownEnv })

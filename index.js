@@ -8,6 +8,16 @@
 
 const binding = require('./binding')
 
+const { ownEnv } = binding
+const hasOwn = Object.prototype.hasOwnProperty
+
+// A property of a user's object (options, call options, a Cloud Functions context), or undefined.
+// Only its own: with a prototype-pollution bug elsewhere in the app, an inherited `context` or
+// `forceRefresh` would be the attacker's.
+function own(object, key) {
+  return hasOwn.call(object, key) ? object[key] : undefined
+}
+
 const CODES = Object.freeze({
   UNREACHABLE: 'ERR_METADATA_UNREACHABLE',
   TIMEOUT: 'ERR_METADATA_TIMEOUT',
@@ -34,7 +44,7 @@ const DEBUG_NAME = 'yc-metadata-token'
 // Decided once at load, so the cached path pays for one constant check. Follows both habits:
 // NODE_DEBUG (util.debuglog: comma-separated names, case-insensitive) and DEBUG (the `debug`
 // package: comma/space-separated patterns, `*` wildcards, `-` to exclude).
-const DEBUG = debugEnabled(process.env.NODE_DEBUG, process.env.DEBUG)
+const DEBUG = debugEnabled(ownEnv('NODE_DEBUG'), ownEnv('DEBUG'))
 if (DEBUG) debug({ label: 'load' }, 'driver ' + binding.driver + ': ' + binding.reason)
 
 function debugEnabled(nodeDebug, debugVar) {
@@ -81,11 +91,10 @@ const states = new WeakMap()
 let providersMade = 0
 
 function newState(options, shared, label) {
-  const env = process.env
   const plain = readOptions(options)
   let native
   try {
-    native = new binding.Provider(plain, env.YC_METADATA_ADDR, env.GCE_METADATA_HOST, shared)
+    native = new binding.Provider(plain, ownEnv('YC_METADATA_ADDR'), ownEnv('GCE_METADATA_HOST'), shared)
   } catch (err) {
     if (err === null || typeof err !== 'object' || err.code !== CODES.INVALID_OPTION) throw internalError(err)
     throw new MetadataTokenError(err.message, err.code)
@@ -425,10 +434,10 @@ function contextToken(state, context) {
   if (typeof context !== 'object' || context === null) return null
   let token, expiresIn
   try {
-    const t = context.token
+    const t = own(context, 'token')
     if (typeof t !== 'object' || t === null) return null
-    token = t.access_token
-    expiresIn = t.expires_in
+    token = own(t, 'access_token')
+    expiresIn = own(t, 'expires_in')
   } catch (err) {
     throw callerError('the Cloud Functions context (option context) could not be read', err)
   }
@@ -484,7 +493,9 @@ class TokenProvider {
     }
     let forceRefresh, signal, context, signalOk
     try {
-      ({ forceRefresh, signal, context } = options)
+      forceRefresh = own(options, 'forceRefresh')
+      signal = own(options, 'signal')
+      context = own(options, 'context')
       signalOk = signal === undefined || isSignal(signal)
     } catch (err) {
       return Promise.reject(callerError('getToken options could not be read', err))
@@ -562,9 +573,9 @@ function getToken(event, context) {
       return Promise.reject(err)
     }
   }
-  const options = event !== undefined && event !== null && isCallOptions(event) ? event : null
+  const options = callOptions(event)
   if (options === null) return request(state, false, undefined, context)
-  return request(state, options.forceRefresh === true, options.signal, context)
+  return request(state, options.forceRefresh, options.signal, context)
 }
 
 function getAuthorizationHeader(event, context) {
@@ -582,29 +593,32 @@ function defaultProvider() {
   return defaultInstance
 }
 
-// An event that cannot be read (a strict Proxy, a throwing getter) is not call options: it is
-// ignored like any other event, not blamed on the caller.
-function isCallOptions(value) {
+// The call options an event is, { forceRefresh, signal }, or null when it is just an event. An
+// event that cannot be read (a strict Proxy, a throwing getter) is not call options: it is ignored
+// like any other event, not blamed on the caller.
+function callOptions(event) {
   try {
-    return looksLikeCallOptions(value)
+    return readCallOptions(event)
   } catch (_) {
-    return false
+    return null
   }
 }
 
-function looksLikeCallOptions(value) {
+function readCallOptions(value) {
   // The snippet passes its event on every call: rule most events out without listing their keys.
-  if (typeof value !== 'object' || (value.signal === undefined && value.forceRefresh === undefined)) {
-    return false
+  if (typeof value !== 'object' || value === null || !(hasOwn.call(value, 'signal') || hasOwn.call(value, 'forceRefresh'))) {
+    return null
   }
   const keys = Object.keys(value)
-  if (keys.length === 0) return false
+  if (keys.length === 0) return null
+  const options = { forceRefresh: false, signal: undefined }
   for (const key of keys) {
-    if (key === 'forceRefresh' ? typeof value[key] !== 'boolean' : key !== 'signal' || !isSignal(value[key])) {
-      return false
-    }
+    const option = value[key]
+    if (key === 'forceRefresh' && typeof option === 'boolean') options.forceRefresh = option
+    else if (key === 'signal' && isSignal(option)) options.signal = option
+    else return null
   }
-  return true
+  return options
 }
 
 module.exports = {

@@ -127,7 +127,10 @@ test("a context whose token cannot be read: the caller's own exception, as the c
   for (const ctx of [
     { get token() { throw mine } },
     { token: { get access_token() { throw mine } } },
-    { token: new Proxy({}, { get() { throw mine } }) },
+    // Read by their own properties only: a Proxy traps their lookup and their reading.
+    { token: new Proxy({ access_token: 'x', expires_in: 60 }, { get() { throw mine } }) },
+    { token: new Proxy({}, { getOwnPropertyDescriptor() { throw mine } }) },
+    new Proxy({}, { getOwnPropertyDescriptor() { throw mine } }),
   ]) {
     for (const call of [() => lib.getToken({}, ctx), () => provider.getToken({ context: ctx })]) {
       let result

@@ -256,9 +256,11 @@ test("the caller's own exception reaches them as the cause of ERR_INVALID_OPTION
 test("the caller's own exception reaches them from getToken's call options, as a rejection", async () => {
   const mine = new Error('thrown by the caller')
   const provider = new TokenProvider({ host: '127.0.0.1:9' })
+  // Read by their own properties only: a Proxy traps their lookup and their reading.
   for (const options of [
     { get forceRefresh() { throw mine } },
-    new Proxy({}, { get() { throw mine } }),
+    new Proxy({ forceRefresh: true }, { get() { throw mine } }),
+    new Proxy({}, { getOwnPropertyDescriptor() { throw mine } }),
     { signal: { get aborted() { throw mine } } },
   ]) {
     let result
