@@ -144,14 +144,14 @@ function readOptions(options) {
   try {
     keys = Object.keys(options)
   } catch (err) {
-    throw callerError('options could not be read', err)
+    throw unreadable('options', err)
   }
   const plain = Object.create(null)
   for (const key of keys) {
     try {
       plain[key] = options[key]
     } catch (err) {
-      throw callerError('option ' + key + ' could not be read', err)
+      throw unreadable('option ' + key, err)
     }
   }
   return plain
@@ -159,10 +159,14 @@ function readOptions(options) {
 
 // The caller's own exception, handed back as the cause: it is theirs, not a bug of this package.
 function callerError(message, cause) {
-  const err = new MetadataTokenError(message + ': reading it threw the error in err.cause', CODES.INVALID_OPTION)
+  const err = new MetadataTokenError(message, CODES.INVALID_OPTION)
   // Non-enumerable, as `new Error(message, { cause })` makes it (which Node < 16.9 lacks).
   Object.defineProperty(err, 'cause', { value: cause, writable: true, configurable: true })
   return err
+}
+
+function unreadable(what, cause) {
+  return callerError(what + ' could not be read: reading it threw the error in err.cause', cause)
 }
 
 // Monotonic milliseconds. process.hrtime rather than perf_hooks: loading perf_hooks alone takes ~1 ms
@@ -287,7 +291,7 @@ function version() {
 // `context`: a Cloud Functions invocation context, whose token wins unless forceRefresh asks the
 // metadata service.
 function requestNow(state, forceRefresh, signal, context) {
-  if (signal && signal.aborted) {
+  if (signal && isAborted(signal)) {
     if (DEBUG) debug(state, 'signal already aborted: rejected without a request')
     return Promise.reject(abortError(signal))
   }
@@ -397,8 +401,33 @@ function abortError(signal) {
   const err = new Error('The operation was aborted')
   err.name = 'AbortError'
   err.code = 'ABORT_ERR'
-  if (signal.reason !== undefined) err.cause = signal.reason
+  let reason
+  try {
+    reason = signal.reason
+  } catch (_) {
+    // A signal of the caller's own making: the abort stands, without a reason.
+  }
+  if (reason !== undefined) err.cause = reason
   return err
+}
+
+// `signal.aborted`; when reading it throws, the caller's error as ERR_INVALID_OPTION.
+function isAborted(signal) {
+  try {
+    return Boolean(signal.aborted)
+  } catch (err) {
+    throw unreadable('option signal', err)
+  }
+}
+
+// `count` callers of the flight are gone. With none left it is released: it no longer keeps the
+// process alive, and the core's fetch goes on to fill the cache.
+function leave(state, flight, count) {
+  flight.callers -= count
+  if (flight.callers === 0 && state.inflight === flight) {
+    state.inflight = null
+    state.native.release()
+  }
 }
 
 // Rejects this caller alone when its signal aborts; the shared fetch carries on for the others.
@@ -409,22 +438,30 @@ function abortable(state, flight, signal) {
   let callers = flight.signals.get(signal)
   if (callers === undefined) {
     callers = []
-    flight.signals.set(signal, callers)
     const onAbort = () => {
       flight.signals.delete(signal)
       if (DEBUG) {
         const who = callers.length === 1 ? 'a caller' : callers.length + ' callers'
         debug(state, who + ' aborted; the shared fetch carries on for the others')
       }
-      flight.callers -= callers.length
       for (const reject of callers) reject(abortError(signal))
-      if (flight.callers === 0 && state.inflight === flight) {
-        state.inflight = null
-        state.native.release()
+      leave(state, flight, callers.length)
+    }
+    try {
+      signal.addEventListener('abort', onAbort, { once: true })
+    } catch (err) {
+      // The caller's signal, the caller's error: this call leaves the flight as if it never came.
+      leave(state, flight, 1)
+      return Promise.reject(callerError('option signal could not be used: its addEventListener threw the error in err.cause', err))
+    }
+    flight.signals.set(signal, callers)
+    const done = () => {
+      try {
+        signal.removeEventListener('abort', onAbort)
+      } catch (_) {
+        // Every caller of the signal has its answer: nobody is left to hand the error to.
       }
     }
-    signal.addEventListener('abort', onAbort, { once: true })
-    const done = () => signal.removeEventListener('abort', onAbort)
     flight.promise.then(done, done)
   }
   return new Promise((resolve, reject) => {
@@ -464,7 +501,7 @@ function contextToken(state, context) {
     token = own(t, 'access_token')
     expiresIn = own(t, 'expires_in')
   } catch (err) {
-    throw callerError('the Cloud Functions context (option context) could not be read', err)
+    throw unreadable('the Cloud Functions context (option context)', err)
   }
   if (typeof token !== 'string' || token === '' || typeof expiresIn !== 'number' || !(expiresIn > 0) ||
       expiresIn === Infinity) {
@@ -523,7 +560,7 @@ class TokenProvider {
       context = own(options, 'context')
       signalOk = signal === undefined || isSignal(signal)
     } catch (err) {
-      return Promise.reject(callerError('getToken options could not be read', err))
+      return Promise.reject(unreadable('getToken options', err))
     }
     if (forceRefresh !== undefined && typeof forceRefresh !== 'boolean') {
       return invalidCall('option forceRefresh must be a boolean, got ' + typeof forceRefresh)
