@@ -8,7 +8,7 @@
 
 const binding = require('./binding')
 
-const { ownEnv } = binding
+const { ownEnv, quote } = binding
 const hasOwn = Object.prototype.hasOwnProperty
 
 // A property of a user's object (options, call options, a Cloud Functions context), or undefined.
@@ -151,7 +151,7 @@ function readOptions(options) {
     try {
       plain[key] = options[key]
     } catch (err) {
-      throw unreadable('option ' + key, err)
+      throw unreadable('option ' + quote(key), err)
     }
   }
   return plain

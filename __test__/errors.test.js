@@ -230,6 +230,73 @@ test('ERR_INVALID_OPTION: wrong options throw from the constructor, naming the o
   }
 })
 
+// Only constructed, never asked: the old rules took these, and `127.1.` or `2130706433.` then went
+// to DNS (the wasm driver), which nothing here may ask.
+test('ERR_INVALID_OPTION: a numeric host must be a dotted-quad IPv4 address, and the message says which', () => {
+  const cases = [
+    ['2130706433', '127.0.0.1'],
+    ['2130706433.', '127.0.0.1'],
+    ['127.1', '127.0.0.1'],
+    ['127.1.:8080', '127.0.0.1:8080'],
+    ['0x7f.0.0.1', '127.0.0.1'],
+    ['0177.0.0.1', '127.0.0.1'],
+    ['0177.0.0.1.', '127.0.0.1'],
+  ]
+  for (const [host, form] of cases) {
+    assert.throws(() => new TokenProvider({ host }), (err) => {
+      assert.equal(err.code, 'ERR_INVALID_OPTION', host)
+      assert.ok(err.message.includes('(write ' + form + ')'), err.message)
+      return true
+    })
+  }
+  for (const host of ['1.2.3.4.5', '256.1.1.1', 'metadata.1']) {
+    assert.throws(() => new TokenProvider({ host }), (err) => err.code === 'ERR_INVALID_OPTION' && /is no IPv4 address/.test(err.message), host)
+  }
+  for (const host of ['127.0.0.1:000080', '127.0.0.1:' + '0'.repeat(5000) + '80', 'localhost:080']) {
+    assert.throws(() => new TokenProvider({ host }), (err) => {
+      assert.equal(err.code, 'ERR_INVALID_OPTION', host)
+      assert.match(err.message, /without leading zeros \(write (127\.0\.0\.1|localhost):80\)/)
+      assert.ok(err.message.length < 700, err.message.length + ' characters')
+      return true
+    })
+  }
+  // Names, IPv4 and IPv6 addresses as before.
+  for (const host of ['127.0.0.1:8080', '127.0.0.1.', 'metadata.google.internal.', 'a1.b2', '[::1]:8080']) {
+    assert.doesNotThrow(() => new TokenProvider({ host }), host)
+  }
+})
+
+test('ERR_INVALID_OPTION: a numeric host from the environment, refused the same way', async () => {
+  const r = await runNode(
+    `try { require('.').defaultProvider(); console.log('taken') } catch (e) { console.log(e.code + ' ' + e.message) }`,
+    { YC_METADATA_ADDR: '127.1.:8080' }
+  )
+  assert.match(r.stdout, /^ERR_INVALID_OPTION environment variable YC_METADATA_ADDR .*\(write 127\.0\.0\.1:8080\)/, r.stdout + r.stderr)
+})
+
+test('an error message quotes at most ~200 characters of a value, with its length', async () => {
+  const huge = 'h'.repeat(50 * 1024 * 1024)
+  const mine = new Error('thrown by the caller')
+  const cases = [
+    [{ host: huge }, /^option host must be .*: "h{200}"… \(52428800 characters in all\)$/],
+    [{ ['k'.repeat(1e6)]: 1 }, /^unknown option "k{200}"… \(1000000 characters in all\); the options are/],
+    [Object.defineProperty({}, 'g'.repeat(1e6), { enumerable: true, get() { throw mine } }), /^option "g{200}"… \(1000000 characters in all\) could not be read/],
+  ]
+  for (const [options, message] of cases) {
+    assert.throws(() => new TokenProvider(options), (err) => {
+      assert.equal(err.code, 'ERR_INVALID_OPTION')
+      assert.ok(err.message.length < 700, err.message.length + ' characters')
+      assert.match(err.message, message)
+      return true
+    })
+  }
+  // The driver variable is read before there is a core: the same rule in JavaScript.
+  const r = await runNode(`try { require('.') } catch (e) { console.log(e.code + ' ' + e.message) }`, {
+    YC_METADATA_TOKEN_DRIVER: 'd'.repeat(100000),
+  })
+  assert.match(r.stdout, /^ERR_INVALID_OPTION YC_METADATA_TOKEN_DRIVER must be .*got "d{200}"… \(100000 characters in all\)\n$/, r.stdout.slice(0, 500))
+})
+
 test("the caller's own exception reaches them as the cause of ERR_INVALID_OPTION, from the constructor", () => {
   const mine = new Error('thrown by the caller')
   const unreadable = [
