@@ -391,6 +391,55 @@ test('ERR_METADATA_BAD_RESPONSE, not retried: a peer that does not speak HTTP', 
   }
 })
 
+// What made the wasm driver open a second connection now and then under load: the answer was
+// waiting when the thread came back from other work, but the attempt's timer ran first (timers come
+// before I/O in an event loop turn) and called it a timeout, which is retried. The native driver
+// reads on a thread of its own. Here the thread is kept busy for twice the attempt's timeout:
+// after the peer's banner is sent, and (the peer in a process of its own) from the call on, so
+// that the connect completes while the thread is busy too.
+test('an answer that came while the thread was busy is read, not timed out: one connection', async () => {
+  const TIMEOUT_MS = 400
+  const busy = () => {
+    const until = Date.now() + 2 * TIMEOUT_MS
+    while (Date.now() < until);
+  }
+  const server = await peerServer((socket) => {
+    socket.write('SSH-2.0-OpenSSH_9.2p1\r\n')
+    busy()
+  })
+  try {
+    const err = await rejection(new TokenProvider({ host: server.address, timeoutMs: TIMEOUT_MS }).getToken())
+    assertClean(err, 'ERR_METADATA_BAD_RESPONSE')
+    assert.match(err.message, /not HTTP/)
+    assert.equal(server.connections, 1)
+  } finally {
+    await server.close()
+  }
+  const { spawn } = require('child_process')
+  const peer = spawn(process.execPath, ['-e', `
+    let connections = 0
+    const server = require('net').createServer((socket) => {
+      connections++
+      socket.on('error', () => {})
+      socket.write('SSH-2.0-OpenSSH_9.2p1\\r\\n')
+    })
+    server.listen(0, '127.0.0.1', () => process.stdout.write(server.address().port + '\\n'))
+    process.stdin.on('data', () => process.stdout.write(connections + '\\n'))
+    process.stdin.on('end', () => process.exit(0))`], { stdio: ['pipe', 'pipe', 'inherit'] })
+  const line = () => new Promise((resolve) => peer.stdout.once('data', (d) => resolve(String(d).trim())))
+  try {
+    const port = await line()
+    const call = rejection(new TokenProvider({ host: '127.0.0.1:' + port, timeoutMs: TIMEOUT_MS }).getToken())
+    setImmediate(busy)
+    const err = await call
+    assertClean(err, 'ERR_METADATA_BAD_RESPONSE')
+    peer.stdin.write('connections?\n')
+    assert.equal(await line(), '1')
+  } finally {
+    peer.stdin.end()
+  }
+})
+
 test('a connection closed before any byte, or mid-body, stays ERR_METADATA_UNREACHABLE and is retried', async () => {
   const silent = await peerServer((socket) => socket.end())
   const cut = await peerServer((socket) =>
