@@ -2,9 +2,10 @@
 
 // Chooses the driver of the Rust core, once per thread: the native addon where one loads, else the
 // WebAssembly module that ships inside this package. YC_METADATA_TOKEN_DRIVER=native or =wasm
-// forces one. Exports { Provider, usableForMs, driver, reason }: the provider class (NativeProvider
-// from the addon, or WasmProvider from wasm-driver.js: the same surface), the core's rule for a
-// token it does not hold, the driver's name, and why it was chosen.
+// forces one. Exports { Provider, usableForMs, isB64Token, driver, reason, quote }: the provider
+// class (NativeProvider from the addon, or WasmProvider from wasm-driver.js: the same surface), the
+// core's rules for a token it does not hold (its time left, its characters), the driver's name, why
+// it was chosen, and how a message quotes a user's value.
 //
 // This runs on every cold start, so finding the addon stats a few files: no process.report, no
 // child process, and the platform package is first looked for where npm, yarn and pnpm put it (a
@@ -136,10 +137,29 @@ function unsupported(failures, wasmError) {
   return error
 }
 
+// process.env falls back to Object.prototype for a variable that is not set: a polluted prototype
+// must not choose the driver (index.js reads its variables the same way).
+function ownEnv(name) {
+  return Object.prototype.hasOwnProperty.call(process.env, name) ? process.env[name] : undefined
+}
+
+// The most characters of a user's value a message quotes, as the core's MAX_QUOTED_CHARS
+// (src/core/config.rs): enough to recognize it, while a 50-MB value still makes a short message.
+const MAX_QUOTED_CHARS = 200
+
+// A user's value quoted for an error message, by the core's rule (`quoted` in config.rs) for the
+// messages made in JavaScript: whole up to MAX_QUOTED_CHARS, else its beginning, an ellipsis and
+// its full length.
+function quote(value) {
+  const text = String(value)
+  if (text.length <= MAX_QUOTED_CHARS) return JSON.stringify(text)
+  return JSON.stringify(text.slice(0, MAX_QUOTED_CHARS)) + '… (' + text.length + ' characters in all)'
+}
+
 function choose() {
-  const forced = process.env[DRIVER_VARIABLE]
+  const forced = ownEnv(DRIVER_VARIABLE)
   if (forced !== undefined && forced !== '' && forced !== 'native' && forced !== 'wasm') {
-    const error = new Error(DRIVER_VARIABLE + ' must be "native" or "wasm" (or unset), got ' + JSON.stringify(forced))
+    const error = new Error(DRIVER_VARIABLE + ' must be "native" or "wasm" (or unset), got ' + quote(forced))
     error.code = 'ERR_INVALID_OPTION'
     throw error
   }
@@ -147,8 +167,8 @@ function choose() {
   const native = loadNative()
   if (native.addon) {
     const reason = (forced === 'native' ? DRIVER_VARIABLE + '=native; ' : '') + 'loaded ' + native.from
-    const { NativeProvider, usableForMs } = native.addon
-    return { Provider: NativeProvider, usableForMs, driver: 'native', reason }
+    const { NativeProvider, usableForMs, isB64Token } = native.addon
+    return { Provider: NativeProvider, usableForMs, isB64Token, driver: 'native', reason }
   }
   if (forced === 'native') throw unsupported(native.failures)
   let wasm
@@ -161,7 +181,7 @@ function choose() {
 }
 
 function wasmDriver(wasm, reason) {
-  return { Provider: wasm.WasmProvider, usableForMs: wasm.usableForMs, driver: 'wasm', reason }
+  return { Provider: wasm.WasmProvider, usableForMs: wasm.usableForMs, isB64Token: wasm.isB64Token, driver: 'wasm', reason }
 }
 
-module.exports = choose()
+module.exports = Object.assign(choose(), { ownEnv, quote })

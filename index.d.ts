@@ -14,7 +14,9 @@ export interface Token {
 /** Options of `new TokenProvider(options)`. Each has a default chosen for the metadata service. */
 export interface TokenProviderOptions {
   /**
-   * `host[:port]` of the metadata service, e.g. `'127.0.0.1:8080'` (no scheme, no path).
+   * `host[:port]` of the metadata service, e.g. `'127.0.0.1:8080'` (no scheme, no path). An IPv4
+   * address is written as four decimal numbers (`127.1`, `2130706433`, `0x7f.0.0.1` are refused:
+   * the message says to write `127.0.0.1`), a port without leading zeros.
    * @default env `YC_METADATA_ADDR` (the Yandex Cloud SDKs' variable), else env `GCE_METADATA_HOST`
    * (Google's), else `'169.254.169.254'` — the link-local address of the service in Yandex Cloud and on GCE.
    */
@@ -81,7 +83,8 @@ export interface GetTokenOptions {
   signal?: AbortSignal
   /**
    * A Cloud Functions context: when it carries a usable token, that token is returned with no request.
-   * Otherwise (no service account attached, or its time is up) the metadata service is asked as usual.
+   * Otherwise (no service account attached, its time is up, or the token is no RFC 6750 b64token)
+   * the metadata service is asked as usual.
    */
   context?: CloudFunctionContext | null
 }
@@ -188,7 +191,8 @@ export class MetadataTokenError extends Error {
   status?: number
   /**
    * For `'ERR_INVALID_OPTION'` when options, call options or a Cloud Functions context threw as
-   * they were read (a getter, a Proxy trap): the caller's own error, as thrown.
+   * they were read (a getter, a Proxy trap), or a `signal`'s `addEventListener` threw: the caller's
+   * own error, as thrown.
    */
   cause?: unknown
 }

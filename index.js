@@ -8,6 +8,16 @@
 
 const binding = require('./binding')
 
+const { ownEnv, quote } = binding
+const hasOwn = Object.prototype.hasOwnProperty
+
+// A property of a user's object (options, call options, a Cloud Functions context), or undefined.
+// Only its own: with a prototype-pollution bug elsewhere in the app, an inherited `context` or
+// `forceRefresh` would be the attacker's.
+function own(object, key) {
+  return hasOwn.call(object, key) ? object[key] : undefined
+}
+
 const CODES = Object.freeze({
   UNREACHABLE: 'ERR_METADATA_UNREACHABLE',
   TIMEOUT: 'ERR_METADATA_TIMEOUT',
@@ -34,7 +44,7 @@ const DEBUG_NAME = 'yc-metadata-token'
 // Decided once at load, so the cached path pays for one constant check. Follows both habits:
 // NODE_DEBUG (util.debuglog: comma-separated names, case-insensitive) and DEBUG (the `debug`
 // package: comma/space-separated patterns, `*` wildcards, `-` to exclude).
-const DEBUG = debugEnabled(process.env.NODE_DEBUG, process.env.DEBUG)
+const DEBUG = debugEnabled(ownEnv('NODE_DEBUG'), ownEnv('DEBUG'))
 if (DEBUG) debug({ label: 'load' }, 'driver ' + binding.driver + ': ' + binding.reason)
 
 function debugEnabled(nodeDebug, debugVar) {
@@ -44,17 +54,42 @@ function debugEnabled(nodeDebug, debugVar) {
 
 function patternsMatch(list, allowExclusion) {
   let on = false
-  for (const raw of String(list).split(/[\s,]+/)) {
+  for (const raw of String(list).toLowerCase().split(/[\s,]+/)) {
     if (raw === '') continue
     const exclude = allowExclusion && raw.charAt(0) === '-'
-    const pattern = exclude ? raw.slice(1) : raw
-    const source = pattern.replace(/[|\\{}()[\]^$+?.]/g, '\\$&').replace(/\*/g, '.*')
-    if (new RegExp('^' + source + '$', 'i').test(DEBUG_NAME)) {
+    if (globMatch(exclude ? raw.slice(1) : raw, DEBUG_NAME)) {
       if (exclude) return false
       on = true
     }
   }
   return on
+}
+
+// Whether `name` matches `pattern`, where '*' stands for any run of characters. A walk that goes
+// back only to the last '*' seen: at most the pattern's length times the name's steps. (A regular
+// expression of '.*'s backtracks exponentially: DEBUG='************x' took a second at require.)
+function globMatch(pattern, name) {
+  let p = 0
+  let n = 0
+  let star = -1 // where the last '*' was, and the name's position it was tried at
+  let starAt = 0
+  while (n < name.length) {
+    if (pattern[p] === '*') {
+      star = p++
+      starAt = n
+    } else if (p < pattern.length && pattern[p] === name[n]) {
+      p++
+      n++
+    } else if (star !== -1) {
+      // Let the last '*' take one more character, and match the rest from there.
+      p = star + 1
+      n = ++starAt
+    } else {
+      return false
+    }
+  }
+  while (pattern[p] === '*') p++
+  return p === pattern.length
 }
 
 let crypto = null
@@ -81,11 +116,10 @@ const states = new WeakMap()
 let providersMade = 0
 
 function newState(options, shared, label) {
-  const env = process.env
   const plain = readOptions(options)
   let native
   try {
-    native = new binding.Provider(plain, env.YC_METADATA_ADDR, env.GCE_METADATA_HOST, shared)
+    native = new binding.Provider(plain, ownEnv('YC_METADATA_ADDR'), ownEnv('GCE_METADATA_HOST'), shared)
   } catch (err) {
     if (err === null || typeof err !== 'object' || err.code !== CODES.INVALID_OPTION) throw internalError(err)
     throw new MetadataTokenError(err.message, err.code)
@@ -110,14 +144,14 @@ function readOptions(options) {
   try {
     keys = Object.keys(options)
   } catch (err) {
-    throw callerError('options could not be read', err)
+    throw unreadable('options', err)
   }
   const plain = Object.create(null)
   for (const key of keys) {
     try {
       plain[key] = options[key]
     } catch (err) {
-      throw callerError('option ' + key + ' could not be read', err)
+      throw unreadable('option ' + quote(key), err)
     }
   }
   return plain
@@ -125,10 +159,14 @@ function readOptions(options) {
 
 // The caller's own exception, handed back as the cause: it is theirs, not a bug of this package.
 function callerError(message, cause) {
-  const err = new MetadataTokenError(message + ': reading it threw the error in err.cause', CODES.INVALID_OPTION)
+  const err = new MetadataTokenError(message, CODES.INVALID_OPTION)
   // Non-enumerable, as `new Error(message, { cause })` makes it (which Node < 16.9 lacks).
   Object.defineProperty(err, 'cause', { value: cause, writable: true, configurable: true })
   return err
+}
+
+function unreadable(what, cause) {
+  return callerError(what + ' could not be read: reading it threw the error in err.cause', cause)
 }
 
 // Monotonic milliseconds. process.hrtime rather than perf_hooks: loading perf_hooks alone takes ~1 ms
@@ -253,7 +291,7 @@ function version() {
 // `context`: a Cloud Functions invocation context, whose token wins unless forceRefresh asks the
 // metadata service.
 function requestNow(state, forceRefresh, signal, context) {
-  if (signal && signal.aborted) {
+  if (signal && isAborted(signal)) {
     if (DEBUG) debug(state, 'signal already aborted: rejected without a request')
     return Promise.reject(abortError(signal))
   }
@@ -363,8 +401,33 @@ function abortError(signal) {
   const err = new Error('The operation was aborted')
   err.name = 'AbortError'
   err.code = 'ABORT_ERR'
-  if (signal.reason !== undefined) err.cause = signal.reason
+  let reason
+  try {
+    reason = signal.reason
+  } catch (_) {
+    // A signal of the caller's own making: the abort stands, without a reason.
+  }
+  if (reason !== undefined) err.cause = reason
   return err
+}
+
+// `signal.aborted`; when reading it throws, the caller's error as ERR_INVALID_OPTION.
+function isAborted(signal) {
+  try {
+    return Boolean(signal.aborted)
+  } catch (err) {
+    throw unreadable('option signal', err)
+  }
+}
+
+// `count` callers of the flight are gone. With none left it is released: it no longer keeps the
+// process alive, and the core's fetch goes on to fill the cache.
+function leave(state, flight, count) {
+  flight.callers -= count
+  if (flight.callers === 0 && state.inflight === flight) {
+    state.inflight = null
+    state.native.release()
+  }
 }
 
 // Rejects this caller alone when its signal aborts; the shared fetch carries on for the others.
@@ -375,22 +438,30 @@ function abortable(state, flight, signal) {
   let callers = flight.signals.get(signal)
   if (callers === undefined) {
     callers = []
-    flight.signals.set(signal, callers)
     const onAbort = () => {
       flight.signals.delete(signal)
       if (DEBUG) {
         const who = callers.length === 1 ? 'a caller' : callers.length + ' callers'
         debug(state, who + ' aborted; the shared fetch carries on for the others')
       }
-      flight.callers -= callers.length
       for (const reject of callers) reject(abortError(signal))
-      if (flight.callers === 0 && state.inflight === flight) {
-        state.inflight = null
-        state.native.release()
+      leave(state, flight, callers.length)
+    }
+    try {
+      signal.addEventListener('abort', onAbort, { once: true })
+    } catch (err) {
+      // The caller's signal, the caller's error: this call leaves the flight as if it never came.
+      leave(state, flight, 1)
+      return Promise.reject(callerError('option signal could not be used: its addEventListener threw the error in err.cause', err))
+    }
+    flight.signals.set(signal, callers)
+    const done = () => {
+      try {
+        signal.removeEventListener('abort', onAbort)
+      } catch (_) {
+        // Every caller of the signal has its answer: nobody is left to hand the error to.
       }
     }
-    signal.addEventListener('abort', onAbort, { once: true })
-    const done = () => signal.removeEventListener('abort', onAbort)
     flight.promise.then(done, done)
   }
   return new Promise((resolve, reject) => {
@@ -425,15 +496,21 @@ function contextToken(state, context) {
   if (typeof context !== 'object' || context === null) return null
   let token, expiresIn
   try {
-    const t = context.token
+    const t = own(context, 'token')
     if (typeof t !== 'object' || t === null) return null
-    token = t.access_token
-    expiresIn = t.expires_in
+    token = own(t, 'access_token')
+    expiresIn = own(t, 'expires_in')
   } catch (err) {
-    throw callerError('the Cloud Functions context (option context) could not be read', err)
+    throw unreadable('the Cloud Functions context (option context)', err)
   }
   if (typeof token !== 'string' || token === '' || typeof expiresIn !== 'number' || !(expiresIn > 0) ||
       expiresIn === Infinity) {
+    return null
+  }
+  // The rule a fetched token must pass, the core's (RFC 6750's b64token): a token that would not
+  // make an Authorization header as it is goes unused, and the metadata service is asked instead.
+  if (!binding.isB64Token(token)) {
+    if (DEBUG) debug(state, 'the context token is not an RFC 6750 b64token; asking the metadata service')
     return null
   }
   const mono = monotonicMs()
@@ -478,10 +555,12 @@ class TokenProvider {
     }
     let forceRefresh, signal, context, signalOk
     try {
-      ({ forceRefresh, signal, context } = options)
+      forceRefresh = own(options, 'forceRefresh')
+      signal = own(options, 'signal')
+      context = own(options, 'context')
       signalOk = signal === undefined || isSignal(signal)
     } catch (err) {
-      return Promise.reject(callerError('getToken options could not be read', err))
+      return Promise.reject(unreadable('getToken options', err))
     }
     if (forceRefresh !== undefined && typeof forceRefresh !== 'boolean') {
       return invalidCall('option forceRefresh must be a boolean, got ' + typeof forceRefresh)
@@ -556,9 +635,9 @@ function getToken(event, context) {
       return Promise.reject(err)
     }
   }
-  const options = event !== undefined && event !== null && isCallOptions(event) ? event : null
+  const options = callOptions(event)
   if (options === null) return request(state, false, undefined, context)
-  return request(state, options.forceRefresh === true, options.signal, context)
+  return request(state, options.forceRefresh, options.signal, context)
 }
 
 function getAuthorizationHeader(event, context) {
@@ -576,29 +655,32 @@ function defaultProvider() {
   return defaultInstance
 }
 
-// An event that cannot be read (a strict Proxy, a throwing getter) is not call options: it is
-// ignored like any other event, not blamed on the caller.
-function isCallOptions(value) {
+// The call options an event is, { forceRefresh, signal }, or null when it is just an event. An
+// event that cannot be read (a strict Proxy, a throwing getter) is not call options: it is ignored
+// like any other event, not blamed on the caller.
+function callOptions(event) {
   try {
-    return looksLikeCallOptions(value)
+    return readCallOptions(event)
   } catch (_) {
-    return false
+    return null
   }
 }
 
-function looksLikeCallOptions(value) {
+function readCallOptions(value) {
   // The snippet passes its event on every call: rule most events out without listing their keys.
-  if (typeof value !== 'object' || (value.signal === undefined && value.forceRefresh === undefined)) {
-    return false
+  if (typeof value !== 'object' || value === null || !(hasOwn.call(value, 'signal') || hasOwn.call(value, 'forceRefresh'))) {
+    return null
   }
   const keys = Object.keys(value)
-  if (keys.length === 0) return false
+  if (keys.length === 0) return null
+  const options = { forceRefresh: false, signal: undefined }
   for (const key of keys) {
-    if (key === 'forceRefresh' ? typeof value[key] !== 'boolean' : key !== 'signal' || !isSignal(value[key])) {
-      return false
-    }
+    const option = value[key]
+    if (key === 'forceRefresh' && typeof option === 'boolean') options.forceRefresh = option
+    else if (key === 'signal' && isSignal(option)) options.signal = option
+    else return null
   }
-  return true
+  return options
 }
 
 module.exports = {

@@ -106,6 +106,12 @@ function writeIo(inst, bytes) {
   new Uint8Array(inst.exports.memory.buffer, ptr, bytes.length).set(bytes)
 }
 
+// Event loop turns an attempt whose time is up still gets, to read what arrived while this thread
+// was busy: timers run before I/O in a turn, so an answer waiting there lost to its own timeout,
+// which is retried (a second connection to a peer that had answered). Two: one for a connect that
+// completed meanwhile, one for the bytes after it. The native driver reads on its own thread.
+const TIMEOUT_GRACE_TURNS = 2
+
 function monotonicMs() {
   const [seconds, nanos] = process.hrtime()
   return seconds * 1e3 + nanos / 1e6
@@ -132,6 +138,7 @@ class WasmProvider {
     this.waiters = []
     this.connection = null
     this.attemptTimer = null
+    this.grace = null
     this.timer = null
   }
 
@@ -295,21 +302,33 @@ class WasmProvider {
     // An attempt still under way here was lost by a core made again after a trap: it ends unheard.
     if (this.connection !== null) this.connection.close()
     clearTimeout(this.attemptTimer)
+    clearImmediate(this.grace)
     const key = this.port + ' ' + this.host
     let connection = idle.get(key)
     if (connection === undefined) connection = new Connection(this.host, this.port, key)
     else idle.delete(key)
     if (this.ask((e, h, mono, wall) => e.attempt_sent(h, mono, wall)) === null) return connection.close()
-    this.attemptTimer = setTimeout(() => this.connection !== null && this.connection.fail(FAILED.timeout), timeoutMs)
+    this.attemptTimer = setTimeout(() => this.expire(TIMEOUT_GRACE_TURNS), timeoutMs)
     this.attemptTimer.unref()
     connection.start(this)
+  }
+
+  // The attempt's time is up: after `turns` more turns of the event loop that did not end it, it
+  // timed out (see TIMEOUT_GRACE_TURNS).
+  expire(turns) {
+    this.grace = null
+    if (this.connection === null) return
+    if (turns === 0) return this.connection.fail(FAILED.timeout)
+    this.grace = setImmediate(() => this.expire(turns - 1))
   }
 
   // The attempt is over (the core answered `step`; null: it failed): its connection is closed or
   // kept, then the step followed.
   attemptOver(step) {
     clearTimeout(this.attemptTimer)
+    clearImmediate(this.grace)
     this.attemptTimer = null
+    this.grace = null
     this.connection = null
     if (step !== null) this.follow(step)
   }
@@ -493,4 +512,12 @@ function usableForMs(lifetimeMs, elapsedMs) {
   return left < 0 ? null : left
 }
 
-module.exports = { WasmProvider, usableForMs }
+// The core's rule for a token it did not fetch (a Cloud Functions context's): RFC 6750's b64token.
+function isB64Token(token) {
+  const inst = instance()
+  const bytes = Buffer.from(token)
+  writeIo(inst, bytes)
+  return inst.exports.is_b64token(bytes.length) === 1
+}
+
+module.exports = { WasmProvider, usableForMs, isB64Token }

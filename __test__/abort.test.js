@@ -160,3 +160,51 @@ test('many callers sharing one signal add one listener, and no MaxListenersExcee
     process.off('warning', onWarning)
   }
 })
+
+// The caller's signal is the caller's: what it throws is their error, not a bug of this package.
+test("a signal whose addEventListener throws: ERR_INVALID_OPTION with the caller's error as cause", async () => {
+  emu.reset()
+  emu.fault({ delayMs: 200, times: 1 })
+  const provider = new lib.TokenProvider({ host: emu.address })
+  const mine = new Error('thrown by the caller')
+  const real = new AbortController().signal
+  real.addEventListener = () => {
+    throw mine
+  }
+  const fake = { aborted: false, addEventListener() { throw mine }, removeEventListener() {} }
+  const patient = provider.getToken()
+  for (const signal of [real, fake]) {
+    let call
+    assert.doesNotThrow(() => (call = provider.getToken({ signal })))
+    await assert.rejects(call, (err) => err.code === 'ERR_INVALID_OPTION' && err.cause === mine && /signal/.test(err.message))
+    // Forced: a cached token answers without looking at the signal.
+    await assert.rejects(lib.getToken({ signal, forceRefresh: true }), (err) => err.code === 'ERR_INVALID_OPTION' && err.cause === mine)
+  }
+  // The shared request goes on for the caller that waits.
+  assert.equal((await patient).token, 'abort-token')
+  // A signal whose aborted getter throws, on the second look: the same.
+  let looks = 0
+  const flaky = { get aborted() { if (++looks > 1) throw mine; return false }, addEventListener() {}, removeEventListener() {} }
+  await assert.rejects(provider.getToken({ signal: flaky, forceRefresh: true }), (err) => err.code === 'ERR_INVALID_OPTION' && err.cause === mine)
+})
+
+test('a throwing signal leaves nothing behind: when the other caller aborts, the request no longer holds the process', async () => {
+  // The emulator answers after 4 s; the script's only time limits are its signals.
+  const slow = await startEmulator({ token: 'slow-token' })
+  slow.fault({ delayMs: 4000 })
+  try {
+    const code = `
+      const { getToken } = require('.')
+      const throwing = new AbortController().signal
+      throwing.addEventListener = () => { throw new Error('mine') }
+      getToken({ signal: AbortSignal.timeout(100) }).catch((e) => console.log(e.code))
+      getToken({ signal: throwing }).catch((e) => console.log(e.code + ' ' + e.cause.message))`
+    const run = await runNode(code, { YC_METADATA_ADDR: slow.address })
+    assert.equal(run.stdout, 'ERR_INVALID_OPTION mine\nABORT_ERR\n', run.stderr)
+    assert.equal(run.stderr, '')
+    assert.equal(run.code, 0)
+    assert.ok(run.ms < 2500, 'the process lived ' + run.ms + ' ms after its only caller aborted')
+  } finally {
+    await slow.close()
+  }
+})

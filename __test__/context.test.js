@@ -66,6 +66,20 @@ test('a context without a usable token falls back to the metadata service', asyn
   }
 })
 
+// The token's rule (RFC 6750's b64token) is the core's, for a context's token as for a fetched one.
+test('a context token that is no RFC 6750 b64token is ignored: the metadata service answers', async () => {
+  const provider = new lib.TokenProvider({ host: emu.address })
+  for (const bad of ['abc, Basic YWRtaW46YWRtaW4=', 'abc def', 'ctx\u010D\u010AX-Evil: 1', 'a=b', '=', 'ctx\r\n']) {
+    assert.equal((await lib.getToken({}, context(bad, 3600))).token, 'metadata-token', bad)
+    assert.equal(await lib.getAuthorizationHeader({}, context(bad, 3600)), 'Bearer metadata-token', bad)
+    assert.equal((await provider.getToken({ context: context(bad, 3600) })).token, 'metadata-token', bad)
+  }
+  assert.equal(provider.stats().contextTokens, 0)
+  // Padding and every character the rule allows.
+  const good = 'ctx.A-z_0~9+/x=='
+  assert.equal((await provider.getToken({ context: context(good, 3600) })).token, good)
+})
+
 test('the context token counts down from the first time that context is seen', async () => {
   const ctx = context('ctx-short', 3)
   const first = await lib.getToken(undefined, ctx)
@@ -113,7 +127,10 @@ test("a context whose token cannot be read: the caller's own exception, as the c
   for (const ctx of [
     { get token() { throw mine } },
     { token: { get access_token() { throw mine } } },
-    { token: new Proxy({}, { get() { throw mine } }) },
+    // Read by their own properties only: a Proxy traps their lookup and their reading.
+    { token: new Proxy({ access_token: 'x', expires_in: 60 }, { get() { throw mine } }) },
+    { token: new Proxy({}, { getOwnPropertyDescriptor() { throw mine } }) },
+    new Proxy({}, { getOwnPropertyDescriptor() { throw mine } }),
   ]) {
     for (const call of [() => lib.getToken({}, ctx), () => provider.getToken({ context: ctx })]) {
       let result

@@ -7,6 +7,7 @@ const assert = require('node:assert/strict')
 const path = require('node:path')
 const crypto = require('node:crypto')
 const { spawnSync } = require('node:child_process')
+const { runNode } = require('./helpers')
 
 const SCENARIO = path.join(__dirname, 'fixtures', 'debug-scenario.js')
 
@@ -64,6 +65,25 @@ test('DEBUG patterns follow the debug package: names, wildcards, exclusions', ()
   // Node's own debug output for http (from the emulator in the child, and from the wasm driver's
   // request, which names our User-Agent) is not ours: none of our lines.
   assert.doesNotMatch(runScenario({ NODE_DEBUG: 'http,net' }).stderr, /yc-metadata-token \d+: \[/)
+})
+
+// DEBUG is read at require: a pattern turned into a regular expression of '.*'s backtracked for
+// seconds ('*' x 12, then one character that does not match), for ever with more stars. The
+// child's time limit only tells a hang from an answer.
+test('DEBUG patterns of 10 000 stars: require answers, matching or not', async () => {
+  const stars = '*'.repeat(10000)
+  const cases = [
+    [stars + 'x', false],
+    [stars + 'token', true],
+    ['yc' + stars + '-' + stars + 'n', true],
+    ['-' + stars + 'x,' + stars + 'yc' + stars, true],
+    [stars + 'yc' + stars + ',-' + stars + 'token', false],
+  ]
+  for (const [pattern, on] of cases) {
+    const r = await runNode(`require('.')`, { DEBUG: pattern }, 10000)
+    assert.equal(r.code, 0, r.stderr)
+    assert.equal(/\[load\] driver/.test(r.stderr), on, pattern.replace(/\*+/g, '*') + ': ' + r.stderr)
+  }
 })
 
 test('debug off: nothing on stderr', () => {

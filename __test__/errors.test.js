@@ -75,6 +75,21 @@ test('ERR_METADATA_STATUS: other statuses with err.status; 4xx not retried, 5xx 
   })
 })
 
+// Yandex Cloud VMs answer 400 when their GCE-compatible endpoint or token option is off.
+test('ERR_METADATA_STATUS 400: not retried, and the hint names both causes with each product\'s setting', async () => {
+  await withEmulator({ token: SECRET }, async (emu) => {
+    emu.fault({ status: 400 })
+    const err = await rejection(new TokenProvider({ host: emu.address }).getToken())
+    assertClean(err, 'ERR_METADATA_STATUS')
+    assert.equal(err.status, 400)
+    assert.equal(emu.requests, 1)
+    assert.match(err.message, /not a metadata service/)
+    for (const setting of ['Cloud Functions', 'Serverless Containers', 'VM', 'gceHttpEndpoint', 'gce-http-token']) {
+      assert.ok(err.message.includes(setting), setting + ': ' + err.message)
+    }
+  })
+})
+
 test('ERR_METADATA_STATUS 403 from a request without Metadata-Flavor is explained', async () => {
   await withEmulator({ token: SECRET }, async (emu) => {
     emu.fault({ status: 403 })
@@ -97,6 +112,12 @@ const badBodies = [
   ['expires_in negative', { body: { access_token: SECRET, expires_in: -10 } }, /expires_in must be positive/],
   ['expires_in under a second', { body: { access_token: SECRET, expires_in: 0.5 } }, /at least one second/],
   ['a truncated body', { truncate: true }, /not valid JSON/],
+  // getAuthorizationHeader() must never make 'Bearer abc, Basic YWRtaW46YWRtaW4='.
+  ['access_token with a second credential', { body: { access_token: SECRET + ', Basic YWRtaW46YWRtaW4=', expires_in: 3600 } }, /access_token is not an RFC 6750 b64token/],
+  // A latin1 header writer turns U+010D U+010A into CR LF.
+  ['access_token with U+010D U+010A', { body: { access_token: SECRET + '\u010D\u010AX-Evil: 1', expires_in: 3600 } }, /RFC 6750 b64token/],
+  ['access_token with a space', { body: { access_token: SECRET + ' x', expires_in: 3600 } }, /RFC 6750 b64token/],
+  ['access_token with = inside', { body: { access_token: SECRET + '=x', expires_in: 3600 } }, /RFC 6750 b64token/],
 ]
 
 for (const [name, fault, message] of badBodies) {
@@ -209,6 +230,73 @@ test('ERR_INVALID_OPTION: wrong options throw from the constructor, naming the o
   }
 })
 
+// Only constructed, never asked: the old rules took these, and `127.1.` or `2130706433.` then went
+// to DNS (the wasm driver), which nothing here may ask.
+test('ERR_INVALID_OPTION: a numeric host must be a dotted-quad IPv4 address, and the message says which', () => {
+  const cases = [
+    ['2130706433', '127.0.0.1'],
+    ['2130706433.', '127.0.0.1'],
+    ['127.1', '127.0.0.1'],
+    ['127.1.:8080', '127.0.0.1:8080'],
+    ['0x7f.0.0.1', '127.0.0.1'],
+    ['0177.0.0.1', '127.0.0.1'],
+    ['0177.0.0.1.', '127.0.0.1'],
+  ]
+  for (const [host, form] of cases) {
+    assert.throws(() => new TokenProvider({ host }), (err) => {
+      assert.equal(err.code, 'ERR_INVALID_OPTION', host)
+      assert.ok(err.message.includes('(write ' + form + ')'), err.message)
+      return true
+    })
+  }
+  for (const host of ['1.2.3.4.5', '256.1.1.1', 'metadata.1']) {
+    assert.throws(() => new TokenProvider({ host }), (err) => err.code === 'ERR_INVALID_OPTION' && /is no IPv4 address/.test(err.message), host)
+  }
+  for (const host of ['127.0.0.1:000080', '127.0.0.1:' + '0'.repeat(5000) + '80', 'localhost:080']) {
+    assert.throws(() => new TokenProvider({ host }), (err) => {
+      assert.equal(err.code, 'ERR_INVALID_OPTION', host)
+      assert.match(err.message, /without leading zeros \(write (127\.0\.0\.1|localhost):80\)/)
+      assert.ok(err.message.length < 700, err.message.length + ' characters')
+      return true
+    })
+  }
+  // Names, IPv4 and IPv6 addresses as before.
+  for (const host of ['127.0.0.1:8080', '127.0.0.1.', 'metadata.google.internal.', 'a1.b2', '[::1]:8080']) {
+    assert.doesNotThrow(() => new TokenProvider({ host }), host)
+  }
+})
+
+test('ERR_INVALID_OPTION: a numeric host from the environment, refused the same way', async () => {
+  const r = await runNode(
+    `try { require('.').defaultProvider(); console.log('taken') } catch (e) { console.log(e.code + ' ' + e.message) }`,
+    { YC_METADATA_ADDR: '127.1.:8080' }
+  )
+  assert.match(r.stdout, /^ERR_INVALID_OPTION environment variable YC_METADATA_ADDR .*\(write 127\.0\.0\.1:8080\)/, r.stdout + r.stderr)
+})
+
+test('an error message quotes at most ~200 characters of a value, with its length', async () => {
+  const huge = 'h'.repeat(50 * 1024 * 1024)
+  const mine = new Error('thrown by the caller')
+  const cases = [
+    [{ host: huge }, /^option host must be .*: "h{200}"… \(52428800 characters in all\)$/],
+    [{ ['k'.repeat(1e6)]: 1 }, /^unknown option "k{200}"… \(1000000 characters in all\); the options are/],
+    [Object.defineProperty({}, 'g'.repeat(1e6), { enumerable: true, get() { throw mine } }), /^option "g{200}"… \(1000000 characters in all\) could not be read/],
+  ]
+  for (const [options, message] of cases) {
+    assert.throws(() => new TokenProvider(options), (err) => {
+      assert.equal(err.code, 'ERR_INVALID_OPTION')
+      assert.ok(err.message.length < 700, err.message.length + ' characters')
+      assert.match(err.message, message)
+      return true
+    })
+  }
+  // The driver variable is read before there is a core: the same rule in JavaScript.
+  const r = await runNode(`try { require('.') } catch (e) { console.log(e.code + ' ' + e.message) }`, {
+    YC_METADATA_TOKEN_DRIVER: 'd'.repeat(100000),
+  })
+  assert.match(r.stdout, /^ERR_INVALID_OPTION YC_METADATA_TOKEN_DRIVER must be .*got "d{200}"… \(100000 characters in all\)\n$/, r.stdout.slice(0, 500))
+})
+
 test("the caller's own exception reaches them as the cause of ERR_INVALID_OPTION, from the constructor", () => {
   const mine = new Error('thrown by the caller')
   const unreadable = [
@@ -235,9 +323,11 @@ test("the caller's own exception reaches them as the cause of ERR_INVALID_OPTION
 test("the caller's own exception reaches them from getToken's call options, as a rejection", async () => {
   const mine = new Error('thrown by the caller')
   const provider = new TokenProvider({ host: '127.0.0.1:9' })
+  // Read by their own properties only: a Proxy traps their lookup and their reading.
   for (const options of [
     { get forceRefresh() { throw mine } },
-    new Proxy({}, { get() { throw mine } }),
+    new Proxy({ forceRefresh: true }, { get() { throw mine } }),
+    new Proxy({}, { getOwnPropertyDescriptor() { throw mine } }),
     { signal: { get aborted() { throw mine } } },
   ]) {
     let result
@@ -301,6 +391,55 @@ test('ERR_METADATA_BAD_RESPONSE, not retried: a peer that does not speak HTTP', 
   }
 })
 
+// What made the wasm driver open a second connection now and then under load: the answer was
+// waiting when the thread came back from other work, but the attempt's timer ran first (timers come
+// before I/O in an event loop turn) and called it a timeout, which is retried. The native driver
+// reads on a thread of its own. Here the thread is kept busy for twice the attempt's timeout:
+// after the peer's banner is sent, and (the peer in a process of its own) from the call on, so
+// that the connect completes while the thread is busy too.
+test('an answer that came while the thread was busy is read, not timed out: one connection', async () => {
+  const TIMEOUT_MS = 400
+  const busy = () => {
+    const until = Date.now() + 2 * TIMEOUT_MS
+    while (Date.now() < until);
+  }
+  const server = await peerServer((socket) => {
+    socket.write('SSH-2.0-OpenSSH_9.2p1\r\n')
+    busy()
+  })
+  try {
+    const err = await rejection(new TokenProvider({ host: server.address, timeoutMs: TIMEOUT_MS }).getToken())
+    assertClean(err, 'ERR_METADATA_BAD_RESPONSE')
+    assert.match(err.message, /not HTTP/)
+    assert.equal(server.connections, 1)
+  } finally {
+    await server.close()
+  }
+  const { spawn } = require('child_process')
+  const peer = spawn(process.execPath, ['-e', `
+    let connections = 0
+    const server = require('net').createServer((socket) => {
+      connections++
+      socket.on('error', () => {})
+      socket.write('SSH-2.0-OpenSSH_9.2p1\\r\\n')
+    })
+    server.listen(0, '127.0.0.1', () => process.stdout.write(server.address().port + '\\n'))
+    process.stdin.on('data', () => process.stdout.write(connections + '\\n'))
+    process.stdin.on('end', () => process.exit(0))`], { stdio: ['pipe', 'pipe', 'inherit'] })
+  const line = () => new Promise((resolve) => peer.stdout.once('data', (d) => resolve(String(d).trim())))
+  try {
+    const port = await line()
+    const call = rejection(new TokenProvider({ host: '127.0.0.1:' + port, timeoutMs: TIMEOUT_MS }).getToken())
+    setImmediate(busy)
+    const err = await call
+    assertClean(err, 'ERR_METADATA_BAD_RESPONSE')
+    peer.stdin.write('connections?\n')
+    assert.equal(await line(), '1')
+  } finally {
+    peer.stdin.end()
+  }
+})
+
 test('a connection closed before any byte, or mid-body, stays ERR_METADATA_UNREACHABLE and is retried', async () => {
   const silent = await peerServer((socket) => socket.end())
   const cut = await peerServer((socket) =>
@@ -325,6 +464,10 @@ test("a plain web server's 404 (no Metadata-Flavor) is ERR_METADATA_BAD_RESPONSE
     const err = await rejection(new TokenProvider({ host: '127.0.0.1:' + server.address().port }).getToken())
     assertClean(err, 'ERR_METADATA_BAD_RESPONSE')
     assert.match(err.message, /not a metadata service/)
+    // A Cloud Function whose GCE-compatible endpoint is off answers 404 too.
+    for (const setting of ['Cloud Functions', 'Serverless Containers', 'VM', 'gceHttpEndpoint', 'gce-http-token']) {
+      assert.ok(err.message.includes(setting), setting + ': ' + err.message)
+    }
   } finally {
     // The client keeps its connection alive: close it from this side.
     server.closeAllConnections()

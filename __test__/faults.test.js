@@ -233,7 +233,7 @@ const badBodies = [
   ['expires_in missing', { body: { access_token: TOKEN } }, /expires_in is missing/],
   ['access_token missing', { body: { expires_in: 3600 } }, /access_token is missing/],
   ['empty token', { body: { access_token: '', expires_in: 3600 } }, /empty/],
-  ['token with a newline', { body: { access_token: TOKEN + '\r\nX-Evil: 1', expires_in: 3600 } }, /control characters/],
+  ['token with a newline', { body: { access_token: TOKEN + '\r\nX-Evil: 1', expires_in: 3600 } }, /access_token is not an RFC 6750 b64token/],
   ['expires_in 0', { body: { access_token: TOKEN, expires_in: 0 } }, /positive, got 0/],
   ['expires_in negative', { body: { access_token: TOKEN, expires_in: -60 } }, /negative/],
   ['expires_in under a second', { body: { access_token: TOKEN, expires_in: 0.5 } }, /at least one second/],

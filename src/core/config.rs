@@ -157,8 +157,9 @@ fn number_option(settings: &mut Settings, name: &str, value: &OptionValue) -> Re
         }
         _ => {
             return Err(invalid(format!(
-                "unknown option {name:?}; the options are host, timeoutMs, deadlineMs, \
-                 maxAttempts and refreshMarginSeconds"
+                "unknown option {}; the options are host, timeoutMs, deadlineMs, \
+                 maxAttempts and refreshMarginSeconds",
+                quoted(name)
             )))
         }
     }
@@ -208,7 +209,7 @@ enum HostFrom {
 /// uses): it is kept, because it is what stops the resolver from trying its search list first
 /// (Kubernetes' `ndots: 5`). Two forms lose it, so that what is dialed is what the URL means:
 /// - an IPv4 address (`127.0.0.1.:8080`) is that address, as WHATWG URL parsing reads it (Node's
-///   `URL`, browsers, and the `url` crate under reqwest); an all-numeric last label is never a
+///   `URL`, browsers); an all-numeric last label is never a
 ///   DNS name (RFC 1123 2.1), so there is nothing to look up;
 /// - `localhost.` and `*.localhost.` are loopback (RFC 6761 6.3) and are answered from /etc/hosts,
 ///   which glibc matches only without the dot: with it, the lookup fails and goes out to the DNS
@@ -245,32 +246,48 @@ fn valid_host(value: &str, from: HostFrom) -> Result<String, Error> {
             None => (value, None),
         }
     };
-    let mut undotted = None;
+    // The name without the trailing dot of a fully-qualified one.
+    let mut bare = name;
+    // Whether the dot goes: it changes nothing for an IPv4 address or a loopback name (above).
+    let mut undot = false;
+    let mut numeric = false;
     if !bracketed {
-        let bare = match name.as_bytes().last() {
+        bare = match name.as_bytes().last() {
             Some(b'.') => &name[..name.len() - 1],
             _ => name,
         };
         let Some(last_label) = last_label(bare) else {
             return bad("with a valid host name or IPv4 address and nothing else");
         };
-        if bare.len() < name.len()
-            && (is_ipv4(bare.as_bytes()) || last_label.eq_ignore_ascii_case("localhost"))
-        {
-            undotted = Some(bare);
-        }
+        numeric = ends_in_number(last_label);
+        undot =
+            bare.len() < name.len() && (numeric || last_label.eq_ignore_ascii_case("localhost"));
     }
-    if let Some(port) = port {
-        // Digits only, as `parse_u16` would also take a leading '+'.
-        let digits = port.bytes().all(|b| b.is_ascii_digit());
-        if !digits || !matches!(parse_u16(port), Some(1..)) {
-            return bad("with a port from 1 to 65535");
-        }
-    }
-    let Some(bare) = undotted else {
-        return Ok(value.to_string());
+    let port_number = match port.map(port_number) {
+        Some(None) => return bad("with a port from 1 to 65535"),
+        number => number.flatten(),
     };
-    let mut host = bare.to_string();
+    // A last label that is a number makes the whole an IPv4 address to WHATWG URL parsing
+    // (reqwest's: `127.1`, `2130706433`, `0x7f.0.0.1` dial 127.0.0.1), while the wasm driver would
+    // put it in Host as written or ask DNS. Only the one spelling both read alike passes.
+    if numeric && !is_ipv4(bare.as_bytes()) {
+        return Err(bad_host(value, from, &not_dotted_quad(bare, port_number)));
+    }
+    let host = if undot {
+        bare
+    } else {
+        &value[..value.len() - port.map_or(0, |p| p.len() + 1)]
+    };
+    // A port is one spelling too: the wasm driver put its zeros on the wire in Host.
+    if let (Some(port), Some(number)) = (port, port_number) {
+        if port.starts_with('0') {
+            return Err(bad_host(value, from, &leading_zeros(host, number)));
+        }
+    }
+    if !undot {
+        return Ok(value.to_string());
+    }
+    let mut host = host.to_string();
     if let Some(port) = port {
         host.push(':');
         host.push_str(port);
@@ -289,8 +306,57 @@ fn bad_host(value: &str, from: HostFrom, why: &str) -> Error {
     };
     invalid(format!(
         "{what} must be \"host\" or \"host:port\" (like 169.254.169.254 or 127.0.0.1:8080), \
-         {why}: {value:?}"
+         {why}: {}",
+        quoted(value)
     ))
+}
+
+/// Why a name whose last label is a number was refused: the address WHATWG URL parsing reads in
+/// it, in the one spelling to write, or that it reads none.
+#[cold]
+#[inline(never)]
+fn not_dotted_quad(bare: &str, port: Option<u16>) -> String {
+    match whatwg_ipv4(bare) {
+        Some([a, b, c, d]) => {
+            let port = port.map_or(String::new(), |port| format!(":{port}"));
+            format!(
+                "with an IPv4 address in dotted-quad form, four decimal numbers without leading \
+                 zeros (write {a}.{b}.{c}.{d}{port})"
+            )
+        }
+        None => "with a valid host name or IPv4 address: a name whose last label is a number \
+                 is read as an IPv4 address, and this one is no IPv4 address"
+            .to_string(),
+    }
+}
+
+/// Why a port with leading zeros was refused, with the one spelling to write.
+#[cold]
+#[inline(never)]
+fn leading_zeros(host: &str, port: u16) -> String {
+    format!("with a port from 1 to 65535 without leading zeros (write {host}:{port})")
+}
+
+/// The most characters of a caller's value a message quotes: enough to recognize it, while a 50-MB
+/// value still makes a message of a few hundred bytes.
+const MAX_QUOTED_CHARS: usize = 200;
+
+/// `value` quoted for an error message: whole up to `MAX_QUOTED_CHARS`, else its beginning, an
+/// ellipsis and its full length. Every user value a message of the core shows goes through here
+/// (index.js and binding.js quote theirs with `quote`, the same rule).
+#[cold]
+#[inline(never)]
+fn quoted(value: &str) -> String {
+    // Characters counted by their first bytes (UTF-8 continuation bytes are 0b10xxxxxx).
+    let starts = || value.bytes().enumerate().filter(|(_, b)| b & 0xC0 != 0x80);
+    match starts().nth(MAX_QUOTED_CHARS) {
+        None => format!("{value:?}"),
+        Some((cut, _)) => format!(
+            "{:?}… ({} characters in all)",
+            &value[..cut],
+            starts().count()
+        ),
+    }
 }
 
 // Byte-level helpers: core's `str` methods with a `char` pattern are generic functions of their
@@ -344,6 +410,66 @@ fn parse_u16(text: &str) -> Option<u16> {
         n = n.checked_mul(10)?.checked_add(u16::from(b - b'0'))?;
     }
     Some(n)
+}
+
+/// A port as `host:port` may write it: decimal digits only (`parse_u16` would also take a '+'),
+/// from 1 to 65535.
+fn port_number(port: &str) -> Option<u16> {
+    let digits = port.bytes().all(|b| b.is_ascii_digit());
+    parse_u16(port).filter(|&n| digits && n > 0)
+}
+
+/// WHATWG URL's "ends in a number" of a host's last label: decimal digits, or `0x` and hex digits.
+/// Such a host is an IPv4 address to a URL parser, never a DNS name (RFC 1123 2.1 agrees).
+fn ends_in_number(last_label: &str) -> bool {
+    let hex = match last_label.as_bytes() {
+        [b'0', b'x' | b'X', hex @ ..] => hex,
+        digits => return !digits.is_empty() && digits.iter().all(u8::is_ascii_digit),
+    };
+    hex.iter().all(u8::is_ascii_hexdigit)
+}
+
+/// The IPv4 address WHATWG URL parsing reads in `name` (no trailing dot), or None where it reads
+/// none: one to four numbers, each decimal, octal after a leading 0 or hex after 0x, the last one
+/// filling the bytes the others leave. Only for a message: what passes is the dotted quad alone.
+#[cold]
+#[inline(never)]
+fn whatwg_ipv4(name: &str) -> Option<[u8; 4]> {
+    // Past u32 a number is too large for any part: capped there, u64 never overflows.
+    const TOO_LARGE: u64 = 1 << 32;
+    let mut numbers = [0u64; 4];
+    let mut count = 0;
+    for part in name.as_bytes().split(|&b| b == b'.') {
+        let (digits, radix) = match part {
+            [] => return None,
+            [b'0', b'x' | b'X', hex @ ..] => (hex, 16),
+            [b'0', octal @ ..] if !octal.is_empty() => (octal, 8),
+            decimal => (decimal, 10),
+        };
+        let mut n: u64 = 0;
+        for &b in digits {
+            let digit = match b {
+                b'0'..=b'9' => b - b'0',
+                b'a'..=b'f' | b'A'..=b'F' => (b | 0x20) - b'a' + 10,
+                _ => return None,
+            };
+            if u64::from(digit) >= radix {
+                return None;
+            }
+            n = (n * radix + u64::from(digit)).min(TOO_LARGE);
+        }
+        *numbers.get_mut(count)? = n;
+        count += 1;
+    }
+    let (last, leading) = numbers[..count].split_last()?;
+    if leading.iter().any(|&n| n > 255) || *last >= 1 << (8 * (4 - leading.len())) {
+        return None;
+    }
+    let mut address = *last;
+    for (i, n) in leading.iter().enumerate() {
+        address += n << (8 * (3 - i));
+    }
+    Some((address as u32).to_be_bytes())
 }
 
 /// Whether `core::net::Ipv4Addr` parses `s`: four decimal numbers up to 255 joined by dots, with
@@ -475,7 +601,9 @@ mod tests {
     }
 
     /// The code this module had before it parsed by hand (commit caadd8c), kept as the oracle the
-    /// byte-level versions are compared with: same hosts accepted, same errors, same splits.
+    /// byte-level versions are compared with: same hosts accepted, same errors, same splits. Since
+    /// then values are quoted by `quoted` (a long one cut short), here as there; numeric names and
+    /// ports have one spelling (`refused_now` says where the two differ).
     mod before {
         use super::super::*;
 
@@ -483,7 +611,8 @@ mod tests {
             let bad = |why: &str| {
                 invalid(format!(
                     "{what} must be \"host\" or \"host:port\" (like 169.254.169.254 or 127.0.0.1:8080), \
-                     {why}: {value:?}"
+                     {why}: {}",
+                    quoted(value)
                 ))
             };
             if value.contains("://") {
@@ -758,6 +887,11 @@ mod tests {
         ":",
         "::",
         "::1",
+        "0x",
+        "0X1f",
+        "0177",
+        "08",
+        "2130706433",
         "[",
         "]",
         "[::1]",
@@ -776,8 +910,47 @@ mod tests {
         "fe80::1",
     ];
 
+    /// Whether the rules of now refuse `value`, which the old ones took, and then the form the
+    /// message must suggest. Decided by WHATWG URL parsing (the `url` crate: how Node's `URL` and
+    /// browsers read a host), independently of `valid_host`: a name WHATWG reads as an IPv4 address
+    /// must already be that address in dotted-quad form, one it cannot read is no host at all; a
+    /// port is written without leading zeros.
+    fn refused_now(value: &str) -> Option<Option<String>> {
+        if let Some((address, port)) = value.split_once("]:") {
+            let zeros = port.starts_with('0');
+            let port = port.parse::<u16>().unwrap();
+            return zeros.then(|| Some(format!("{address}]:{port}")));
+        }
+        if value.starts_with('[') {
+            return None;
+        }
+        let (name, port) = match value.split_once(':') {
+            Some((name, port)) => (name, Some(port)),
+            None => (value, None),
+        };
+        let Ok(url) = url::Url::parse(&format!("http://{name}/")) else {
+            // The old rules let only letters, digits, '-', '_' and dots through: WHATWG refuses
+            // such a name only when its last label is a number and the whole is no IPv4 address.
+            return Some(None);
+        };
+        let host = url.host_str().unwrap().to_string();
+        let bare = name.strip_suffix('.').unwrap_or(name);
+        let numeric = host.parse::<core::net::Ipv4Addr>().is_ok();
+        let zeros = port.is_some_and(|p| p.starts_with('0'));
+        if !(numeric && bare != host || zeros) {
+            return None;
+        }
+        let port = port.map(|p| p.parse::<u16>().unwrap());
+        Some(Some(match port {
+            Some(port) if numeric && bare != host => format!("{host}:{port}"),
+            None => host,
+            // Only the port is wrong: what the old rules made of it written without the zeros.
+            Some(port) => before::valid_host(&format!("{name}:{port}"), "").unwrap(),
+        }))
+    }
+
     #[test]
-    fn hosts_are_read_as_before() {
+    fn hosts_are_read_as_before_but_numbers_and_ports_canonical() {
         let long_label = "x".repeat(63);
         let mut inputs = strings(HOST_PIECES, 200_000, 8);
         inputs.extend(strings(&[&long_label, "x", ".", ":80", "[::1]"], 2_000, 6));
@@ -786,13 +959,34 @@ mod tests {
         for name in names {
             inputs.extend(["", ".", ":80", ".:80"].map(|end| format!("{name}{end}")));
         }
+        let mut refused = 0;
         for value in &inputs {
-            let new = valid_host(value, HostFrom::Option);
-            assert_eq!(new, before::valid_host(value, "option host"), "{value:?}");
-            let new = valid_host(value, HostFrom::Env(ENV_YC_METADATA_ADDR));
-            let old = before::valid_host(value, "environment variable YC_METADATA_ADDR");
-            assert_eq!(new, old, "{value:?}");
+            let sources = [
+                (HostFrom::Option, "option host"),
+                (
+                    HostFrom::Env(ENV_YC_METADATA_ADDR),
+                    "environment variable YC_METADATA_ADDR",
+                ),
+            ];
+            for (from, what) in sources {
+                let new = valid_host(value, from);
+                let old = before::valid_host(value, what);
+                match (&old, old.is_ok().then(|| refused_now(value)).flatten()) {
+                    (Ok(_), Some(suggested)) => {
+                        refused += 1;
+                        let Err(Error::InvalidOption(message)) = &new else {
+                            panic!("{value:?} was taken: {new:?}");
+                        };
+                        assert!(message.starts_with(what), "{message}");
+                        if let Some(form) = suggested {
+                            assert!(message.contains(&format!("(write {form})")), "{message}");
+                        }
+                    }
+                    _ => assert_eq!(new, old, "{value:?}"),
+                }
+            }
         }
+        assert!(refused > 1_000, "the inputs reach the new rules: {refused}");
         // The split, of what was accepted and of anything else.
         for host in inputs.iter().chain(&strings(HOST_PIECES, 50_000, 8)) {
             let settings = Settings {
@@ -805,6 +999,138 @@ mod tests {
                 "{host:?}"
             );
         }
+    }
+
+    #[test]
+    fn a_numeric_name_must_be_a_dotted_quad_ipv4_address() {
+        let message = |value: &str| match valid_host(value, HostFrom::Option) {
+            Err(Error::InvalidOption(m)) => m,
+            other => panic!("{value:?}: {other:?}"),
+        };
+        // WHATWG URL parsing (the native driver) dials these as 127.0.0.1; the wasm driver sent
+        // them to DNS or put them in Host as written.
+        for (value, form) in [
+            ("2130706433", "127.0.0.1"),
+            ("2130706433.", "127.0.0.1"),
+            ("127.1", "127.0.0.1"),
+            ("127.1.", "127.0.0.1"),
+            ("127.1:8080", "127.0.0.1:8080"),
+            ("127.1.:8080", "127.0.0.1:8080"),
+            ("0x7f.0.0.1", "127.0.0.1"),
+            ("0X7F.1", "127.0.0.1"),
+            ("0177.0.0.1", "127.0.0.1"),
+            ("127.0.0.01", "127.0.0.1"),
+            ("1.2.3.0x", "1.2.3.0"),
+            ("0x", "0.0.0.0"),
+            ("0", "0.0.0.0"),
+            ("4294967295", "255.255.255.255"),
+        ] {
+            let m = message(value);
+            assert!(m.contains(&format!("(write {form})")), "{value}: {m}");
+            assert!(m.contains("dotted-quad"), "{value}: {m}");
+        }
+        // Numeric last labels that are no IPv4 address at all: nothing to suggest.
+        for value in [
+            "1.2.3.4.5",
+            "256.0.0.1",
+            "1.2.3.256",
+            "4294967296",
+            "a.1",
+            "metadata.0x1",
+            "0x1g.1",
+            "08.0.0.1",
+            "99999999999999999999999",
+        ] {
+            let m = message(value);
+            assert!(m.contains("is no IPv4 address"), "{value}: {m}");
+            assert!(!m.contains("(write"), "{value}: {m}");
+        }
+        // Names whose last label is not a number stay names; IPv4 and IPv6 as before.
+        for value in [
+            "1.2.3.a",
+            "1a",
+            "a1",
+            "0xg",
+            "deadbeef",
+            "x.1e5",
+            "127.0.0.1",
+            "127.0.0.1.",
+            "0.0.0.0",
+            "[::ffff:127.0.0.1]",
+        ] {
+            assert!(valid_host(value, HostFrom::Option).is_ok(), "{value}");
+        }
+    }
+
+    #[test]
+    fn a_port_has_no_leading_zeros() {
+        for value in ["127.0.0.1:080", "127.0.0.1:000080", "h:01", "[::1]:0080"] {
+            let m = match valid_host(value, HostFrom::Option) {
+                Err(Error::InvalidOption(m)) => m,
+                other => panic!("{value:?}: {other:?}"),
+            };
+            assert!(m.contains("without leading zeros"), "{value}: {m}");
+        }
+        let m = err_of(&[("host", OptionValue::Text("h:000080".into()))]);
+        assert!(m.contains("(write h:80)"), "{m}");
+        // 5000 zeros: refused, in a short message (the wasm driver sent a 5-KB Host header).
+        let zeros = format!("127.0.0.1:{}80", "0".repeat(5000));
+        let m = err_of(&[("host", OptionValue::Text(zeros))]);
+        assert!(m.contains("(write 127.0.0.1:80)"), "{m}");
+        assert!(m.len() < 700, "{} bytes", m.len());
+    }
+
+    #[test]
+    fn messages_quote_at_most_a_few_hundred_characters() {
+        let huge = "h".repeat(50 * 1024 * 1024);
+        let cases = [
+            (
+                vec![("host", OptionValue::Text(format!("{huge}/")))],
+                Environment::default(),
+                huge.len() + 1,
+            ),
+            (
+                vec![],
+                env(Some(&format!("http://{huge}")), None),
+                huge.len() + 7,
+            ),
+            (
+                vec![],
+                env(None, Some(&format!("{huge}:0"))),
+                huge.len() + 2,
+            ),
+        ];
+        for (pairs, env, chars) in cases {
+            let m = match settings(&opts(&pairs), &env) {
+                Err(Error::InvalidOption(m)) => m,
+                other => panic!("{other:?}"),
+            };
+            assert!(m.len() < 700, "{} bytes", m.len());
+            assert!(
+                m.contains(&format!("\"… ({chars} characters in all)")),
+                "{m}"
+            );
+        }
+        // An option's name is the caller's too.
+        let name = "n".repeat(1_000_000);
+        let m = match settings(&[(name, OptionValue::Number(1.0))], &Environment::default()) {
+            Err(Error::InvalidOption(m)) => m,
+            other => panic!("{other:?}"),
+        };
+        assert!(m.contains("… (1000000 characters in all)"), "{m}");
+        assert!(m.len() < 700, "{} bytes", m.len());
+    }
+
+    #[test]
+    fn quoted_values_keep_their_first_characters() {
+        assert_eq!(quoted("a\"b"), "\"a\\\"b\"");
+        let limit = "é".repeat(MAX_QUOTED_CHARS);
+        assert_eq!(quoted(&limit), format!("{limit:?}"));
+        let over = format!("{limit}x");
+        assert_eq!(
+            quoted(&over),
+            format!("{limit:?}… ({} characters in all)", MAX_QUOTED_CHARS + 1)
+        );
     }
 
     #[test]

@@ -19,11 +19,27 @@ pub enum Error {
     Status(u16),
     /// Not a token: a redirect, a body too large, not JSON, a field missing or of the wrong type.
     BadResponse(String),
+    /// HTTP 404 without `Metadata-Flavor: Google`: not a metadata service, or one whose
+    /// GCE-compatible endpoint is turned off (a Cloud Function's answers so). A bad response.
+    NotFoundWithoutFlavor,
     /// An option or environment variable that cannot be used.
     InvalidOption(String),
     /// A bug in this package (a panic), turned into an error instead of a crashed process.
     Internal,
 }
+
+/// Where the metadata service is turned off, by product: Yandex Cloud documents 404 from Cloud
+/// Functions and 400 from VMs when it is. Named in every hint of an answer it can explain.
+pub const HINT_ENDPOINT_DISABLED: &str =
+    "the GCE-compatible metadata endpoint is disabled for this function, container or VM: it must \
+     be enabled in the metadata options of the Cloud Functions version (gceHttpEndpoint, \
+     gce-http-endpoint in the yc CLI), of the Serverless Containers revision (gceHttpEndpoint, \
+     gce-http-endpoint) or of the VM (gceHttpEndpoint and gceHttpToken, gce-http-endpoint and \
+     gce-http-token)";
+
+/// For an answer that a server other than the metadata service would give.
+pub const HINT_NOT_METADATA: &str =
+    "this is not a metadata service (check YC_METADATA_ADDR / GCE_METADATA_HOST)";
 
 pub const HINT_OFF_CLOUD: &str =
     "Outside Yandex Cloud or Compute Engine? Set YC_METADATA_ADDR=host:port of a \
@@ -36,7 +52,7 @@ impl Error {
             Error::Timeout => "ERR_METADATA_TIMEOUT",
             Error::NoServiceAccount => "ERR_METADATA_NO_SERVICE_ACCOUNT",
             Error::Status(_) => "ERR_METADATA_STATUS",
-            Error::BadResponse(_) => "ERR_METADATA_BAD_RESPONSE",
+            Error::BadResponse(_) | Error::NotFoundWithoutFlavor => "ERR_METADATA_BAD_RESPONSE",
             Error::InvalidOption(_) => "ERR_INVALID_OPTION",
             Error::Internal => "ERR_METADATA_INTERNAL",
         }
@@ -80,9 +96,16 @@ impl Error {
             ),
             Error::NoServiceAccount => format!(
                 "Metadata service at {url} has no service account (HTTP 404). Either none is \
-                 attached to the container revision, function version or VM (attach one), or its \
-                 metadata options turn the token endpoint off (in Yandex Cloud: \
-                 gceHttpEndpoint / gce-http-token must stay enabled)."
+                 attached to the container revision, function version or VM (attach one), or \
+                 {HINT_ENDPOINT_DISABLED}."
+            ),
+            Error::NotFoundWithoutFlavor => format!(
+                "Metadata service at {url} answered HTTP 404 without the Metadata-Flavor: Google \
+                 header. Either {HINT_NOT_METADATA}, or {HINT_ENDPOINT_DISABLED}."
+            ),
+            Error::Status(400) => format!(
+                "Metadata service at {url} answered HTTP 400. Either {HINT_NOT_METADATA}, or \
+                 {HINT_ENDPOINT_DISABLED}."
             ),
             Error::Status(403) => format!(
                 "Metadata service at {url} refused the request (HTTP 403). Requests through a proxy \
@@ -142,5 +165,41 @@ mod tests {
             .contains("attach one"));
         assert!(Error::Status(503).describe(url, 1).contains("HTTP 503"));
         assert_eq!(Error::Status(503).status(), Some(503));
+    }
+
+    /// Yandex Cloud answers 404 in Cloud Functions and 400 on VMs when the GCE-compatible
+    /// endpoint is turned off: a 404 without Metadata-Flavor, a 400 and a 404 with it each name
+    /// that cause beside their own, with the setting of each product.
+    #[test]
+    fn a_disabled_endpoint_is_named_where_it_can_be_the_cause() {
+        let url =
+            "http://169.254.169.254/computeMetadata/v1/instance/service-accounts/default/token";
+        let not_metadata = crate::fetch::classify_status(404, false).unwrap_err();
+        let bad_request = crate::fetch::classify_status(400, true).unwrap_err();
+        let no_account = crate::fetch::classify_status(404, true).unwrap_err();
+        assert_eq!(not_metadata.code(), "ERR_METADATA_BAD_RESPONSE");
+        assert_eq!(bad_request.code(), "ERR_METADATA_STATUS");
+        assert_eq!(bad_request.status(), Some(400));
+        for e in [&not_metadata, &bad_request, &no_account] {
+            assert!(!e.is_retryable(), "{e:?}");
+            let m = e.describe(url, 1);
+            for setting in [
+                "Cloud Functions",
+                "Serverless Containers",
+                "VM",
+                "gceHttpEndpoint",
+                "gce-http-endpoint",
+                "gceHttpToken",
+                "gce-http-token",
+            ] {
+                assert!(m.contains(setting), "{setting}: {m}");
+            }
+        }
+        for e in [&not_metadata, &bad_request] {
+            let m = e.describe(url, 1);
+            assert!(m.contains("not a metadata service"), "{m}");
+            assert!(m.contains("YC_METADATA_ADDR"), "{m}");
+        }
+        assert!(no_account.describe(url, 1).contains("attach one"));
     }
 }

@@ -138,11 +138,7 @@ pub fn classify_status(status: u16, from_metadata: bool) -> Result<(), Error> {
             "a redirect (HTTP {status}), which is never followed"
         ))),
         404 if from_metadata => Err(Error::NoServiceAccount),
-        404 => Err(Error::BadResponse(
-            "HTTP 404 without the Metadata-Flavor: Google header, so this is not a metadata \
-             service"
-                .into(),
-        )),
+        404 => Err(Error::NotFoundWithoutFlavor),
         _ => Err(Error::Status(status)),
     }
 }
@@ -164,9 +160,12 @@ pub fn parse(body: &[u8]) -> Result<Fetched, Error> {
         Some(serde_json::Value::String(s)) if s.is_empty() => {
             return Err(bad("field access_token is an empty string"))
         }
-        // Control characters would let a token split an Authorization header.
-        Some(serde_json::Value::String(s)) if s.chars().any(char::is_control) => {
-            return Err(bad("field access_token contains control characters"))
+        // Anything else could split the Authorization header or add a credential to it.
+        Some(serde_json::Value::String(s)) if !is_b64token(s) => {
+            return Err(bad(
+                "field access_token is not an RFC 6750 b64token (letters, digits, \
+                 - . _ ~ + / and = only at the end)",
+            ))
         }
         Some(serde_json::Value::String(s)) => s.clone(),
         Some(other) => {
@@ -213,6 +212,22 @@ pub fn parse(body: &[u8]) -> Result<Fetched, Error> {
         }
     };
     Ok(Fetched { token, expires_in })
+}
+
+/// RFC 6750 2.1's `b64token`, `1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="`: what
+/// `Authorization: Bearer` carries as it is. Yandex IAM tokens (`t1.…`) and Google's (`ya29.…`)
+/// are such. The one rule for a token, whether fetched here or handed over by a Cloud Functions
+/// context (both drivers export it to index.js).
+pub fn is_b64token(token: &str) -> bool {
+    let bytes = token.as_bytes();
+    let end = bytes
+        .iter()
+        .rposition(|&b| b != b'=')
+        .map_or(0, |last| last + 1);
+    end > 0
+        && bytes[..end].iter().all(|&b| {
+            b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/')
+        })
 }
 
 fn json_type(value: &serde_json::Value) -> &'static str {
@@ -275,7 +290,7 @@ mod tests {
         assert!(
             bad(r#"{"access_token":5,"expires_in":1}"#).contains("must be a string, got number")
         );
-        assert!(bad(r#"{"access_token":"a\nb","expires_in":1}"#).contains("control"));
+        assert!(bad(r#"{"access_token":"a\nb","expires_in":1}"#).contains("b64token"));
         assert!(bad(r#"{"access_token":"secret-x"}"#).contains("expires_in is missing"));
         assert!(bad(r#"{"access_token":"secret-x","expires_in":"3600"}"#).contains("got string"));
         assert!(bad(r#"{"access_token":"secret-x","expires_in":0}"#).contains("positive"));
@@ -286,6 +301,49 @@ mod tests {
             r#"{"access_token":"secret-x","expires_in":-1}"#,
         ] {
             assert!(!bad(body).contains("secret-x"));
+        }
+    }
+
+    /// RFC 6750's `b64token`: what `Authorization: Bearer` carries unchanged. A hostile server
+    /// must not smuggle a second credential or a header break through `getAuthorizationHeader()`.
+    #[test]
+    fn the_token_is_an_rfc_6750_b64token() {
+        for token in [
+            "t1.9euelZqVkJGOmY6ZzZWMnJWazpCNm-3rnpWak5yQmZCeyc_Kl5fLx8mJkJDl8_dzGUJa-e8kYVZm_t3z9zNHP1r57yRhVmb-zef1656VmsiXyo6Jj8yej5eLko-dko6a7_zF656VmsiXyo6Jj8yej5eLko-dko6a.Wm9u2QJrTW5Z3TVBxZtUqsa-zp1Cg",
+            "ya29.a0AfB_byC-Z~x/y+z",
+            "abc",
+            "abc=",
+            "abc==",
+            "a-b.c_d~e+f/g",
+            "0",
+        ] {
+            let body = format!(r#"{{"access_token":"{token}","expires_in":60}}"#);
+            assert_eq!(parse(body.as_bytes()).unwrap().token, token);
+        }
+        for token in [
+            "abc, Basic YWRtaW46YWRtaW4=",
+            "abc def",
+            "abc\tdef",
+            "abc\r\nX-Evil: 1",
+            // A latin1 header writer turns these into CR LF.
+            "\u{010D}\u{010A}",
+            "t1.é",
+            "=",
+            "==abc",
+            "a=b",
+            "abc=d",
+            "abc\"",
+            "abc;",
+            "abc:def",
+            "abc\0",
+        ] {
+            // Still no b64token with the marker after it: the message must not show it.
+            for token in [token.to_string(), format!("{token}SECRETxq7")] {
+                let body = serde_json::json!({ "access_token": token, "expires_in": 60 });
+                let m = bad(&body.to_string());
+                assert!(m.contains("RFC 6750 b64token"), "{token:?}: {m}");
+                assert!(!m.contains("SECRETxq7"), "{token:?}: {m}");
+            }
         }
     }
 

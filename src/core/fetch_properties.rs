@@ -17,8 +17,7 @@ pub const SECRET: &str = "SECRETxq7";
 fn check_parse(body: &[u8]) {
     match fetch::parse(body) {
         Ok(f) => {
-            assert!(!f.token.is_empty());
-            assert!(!f.token.chars().any(char::is_control));
+            assert!(b64token(&f.token), "{:?}", f.token);
             let secs = f.expires_in.as_secs();
             assert!((1..=MAX_EXPIRES_IN_SECS).contains(&secs));
             assert_eq!(f.expires_in.subsec_nanos(), 0);
@@ -30,6 +29,16 @@ fn check_parse(body: &[u8]) {
         }
         Err(other) => panic!("parse returned {other:?}"),
     }
+}
+
+/// RFC 6750's `b64token`, read off its grammar: its characters, at least one before the `=`s,
+/// and nothing after the first `=` but more of them.
+fn b64token(s: &str) -> bool {
+    let allowed = |c: char| c.is_ascii_alphanumeric() || "-._~+/=".contains(c);
+    let padding_at_end = s
+        .find('=')
+        .is_none_or(|i| i > 0 && s[i..].bytes().all(|b| b == b'='));
+    !s.is_empty() && s.chars().all(allowed) && padding_at_end
 }
 
 /// Any JSON value, the secret sprinkled into its strings.
@@ -57,6 +66,9 @@ fn json_value() -> impl Strategy<Value = serde_json::Value> {
 pub fn token_body() -> impl Strategy<Value = Vec<u8>> {
     let token = prop_oneof![
         "[A-Za-z0-9._-]{0,40}".prop_map(|s| serde_json::Value::String(format!("{SECRET}{s}"))),
+        "[A-Za-z0-9._~+/=, -]{0,12}"
+            .prop_map(|s| serde_json::Value::String(format!("{SECRET}{s}"))),
+        "[=~+/]{0,3}[A-Za-z0-9]{0,3}={0,3}".prop_map(serde_json::Value::String),
         "\\PC{0,20}".prop_map(|s| serde_json::Value::String(format!("{SECRET}{s}"))),
         "[\\x00-\\x1f]{1,3}".prop_map(|s| serde_json::Value::String(format!("{SECRET}{s}"))),
         json_value(),
@@ -119,7 +131,7 @@ proptest! {
     fn parse_takes_exactly_the_valid_token_bodies(body in token_body()) {
         check_parse(&body);
         let value: serde_json::Value = serde_json::from_slice(&body).unwrap();
-        let valid = matches!(value.get("access_token"), Some(serde_json::Value::String(s)) if !s.is_empty() && !s.chars().any(char::is_control))
+        let valid = matches!(value.get("access_token"), Some(serde_json::Value::String(s)) if b64token(s))
             && value.get("expires_in").and_then(serde_json::Value::as_f64).map(f64::floor).is_some_and(|n| (1.0..=MAX_EXPIRES_IN_SECS as f64).contains(&n));
         prop_assert_eq!(fetch::parse(&body).is_ok(), valid);
         let with_bom = [&b"\xEF\xBB\xBF"[..], &body].concat();

@@ -145,6 +145,14 @@ pub fn usable_for_ms(lifetime_ms: f64, elapsed_ms: f64) -> Option<f64> {
     crate::cache::usable_for_ms(lifetime_ms, elapsed_ms)
 }
 
+/// Whether a token the core did not fetch (a Cloud Functions context's) passes the rule a fetched
+/// one must: RFC 6750's b64token (`fetch::is_b64token`).
+#[napi(js_name = "isB64Token", catch_unwind)]
+#[cfg_attr(test, allow(dead_code))] // called from JavaScript only
+pub fn is_b64token(token: String) -> bool {
+    crate::fetch::is_b64token(&token)
+}
+
 fn snapshot(t: Token) -> Snapshot {
     let (expires_at_ms, fresh_until_ms) = t.deadlines_ms();
     Snapshot {

@@ -476,6 +476,16 @@ pub extern "C" fn usable_for_ms(lifetime_ms: f64, elapsed_ms: f64) -> f64 {
     crate::cache::usable_for_ms(lifetime_ms, elapsed_ms).unwrap_or(-1.0)
 }
 
+/// 1 if `IO[..len]` passes the rule a fetched token must, RFC 6750's b64token
+/// (`fetch::is_b64token`), else 0: for a token the core did not fetch (a Cloud Functions context's).
+#[no_mangle]
+pub extern "C" fn is_b64token(len: u32) -> u32 {
+    with(|s| {
+        let bytes = &s.io[..(len as usize).min(s.io.len())];
+        u32::from(core::str::from_utf8(bytes).is_ok_and(fetch::is_b64token))
+    })
+}
+
 /// Counters in `NUMS[0..6]` (requests, retries, fetches, background refreshes, failures, time
 /// left in ms or -1), the last error code in `IO`.
 #[no_mangle]
