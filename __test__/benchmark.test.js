@@ -50,3 +50,25 @@ test('a subject that returns the wrong token fails the measurement', async (t) =
   t.after(() => emu.close())
   await assert.rejects(measure(emu, 'cold', 'raw-socket'), /other than the emulator token/)
 })
+
+test('the chart draws every bar on a log scale, the floor marked, text escaped', () => {
+  const { chart } = require('../benchmark/chart')
+  const svg = chart(
+    [{ title: 'Cold <start>', floor: { label: 'raw & socket', ms: 4 }, bars: [
+      { label: 'a', ms: 1, ours: true },
+      { label: 'b', ms: 10 },
+      { label: 'c', ms: 100 },
+      { label: 'n/a', ms: NaN },
+    ] }],
+    'caption',
+    (ms) => ms + ' ms',
+  )
+  assert.match(svg, /^<svg [^>]*xmlns="http:\/\/www\.w3\.org\/2000\/svg"/)
+  assert.ok(svg.includes('Cold &lt;start&gt;') && svg.includes('raw &amp; socket'))
+  assert.ok(!svg.includes('n/a'), 'a subject without a figure is left out')
+  const widths = [...svg.matchAll(/<rect x="[\d.]+" y="[\d.]+" width="([\d.]+)"/g)].map((m) => Number(m[1]))
+  assert.equal(widths.length, 3)
+  // Log scale: each tenfold step adds the same width.
+  assert.ok(Math.abs(widths[2] - widths[1] - (widths[1] - widths[0])) < 0.5, widths.join(' '))
+  assert.match(svg, /stroke-dasharray/)
+})

@@ -33,8 +33,9 @@ function chart(panels, caption, format) {
   for (const panel of panels) {
     const bars = panel.bars.filter((b) => Number.isFinite(b.ms) && b.ms > 0)
     const values = bars.map((b) => b.ms).concat(panel.floor && panel.floor.ms > 0 ? [panel.floor.ms] : [])
-    // Whole decades around the values, so the axis reads 100 ns, 1 µs, 10 µs …
-    const lo = Math.pow(10, Math.floor(Math.log10(Math.min(...values))))
+    // Whole decades around the values, so the axis reads 100 ns, 1 µs, 10 µs …; the lowest
+    // value always gets a bar of some length.
+    const lo = Math.pow(10, Math.floor(Math.log10(Math.min(...values)) - 1e-9))
     const hi = Math.pow(10, Math.ceil(Math.log10(Math.max(...values))))
     const x = (ms) => plotLeft + (Math.log10(ms / lo) / Math.log10(hi / lo)) * plotWidth
     parts.push(`<text x="0" y="${y + 18}" class="title">${escape(panel.title)}</text>`)
