@@ -58,12 +58,17 @@ function patternsMatch(list, allowExclusion) {
 }
 
 let crypto = null
+// The last token fingerprinted: a debug line or a message per call then hashes nothing.
+let printed = { token: null, fingerprint: null }
 
-// The token never reaches the debug output; the first 8 hex digits of its SHA-256 tell two apart.
+// The token never reaches the debug output or a published message; the first 8 hex digits of its
+// SHA-256 tell two apart.
 function fingerprint(token) {
+  if (token === printed.token) return printed.fingerprint
   // process.getBuiltinModule where Node has it: an ES module bundle has no require (binding.js).
   if (crypto === null) crypto = process.getBuiltinModule ? process.getBuiltinModule('crypto') : require('crypto')
-  return 'sha256:' + crypto.createHash('sha256').update(token).digest('hex').slice(0, 8)
+  printed = { token, fingerprint: 'sha256:' + crypto.createHash('sha256').update(token).digest('hex').slice(0, 8) }
+  return printed.fingerprint
 }
 
 function debug(state, message) {
@@ -92,7 +97,12 @@ function newState(options, shared, label) {
   }
   // memo: the last token seen and until when it needs no refresh (see remember).
   // timers: a box the FinalizationRegistry below can hold without holding the state.
-  const state = { native, memo: null, timers: { memo: null }, inflight: null, hits: 0, contextTokens: 0, label, seen: null }
+  // onStart, observed, traces, address: what the drivers tell of fetches, for diagnostics_channel.
+  const state = {
+    native, memo: null, timers: { memo: null }, inflight: null, hits: 0, contextTokens: 0, label, seen: null,
+    onStart: null, observed: false, traces: null, address: null,
+  }
+  state.onStart = (flight, reason) => fetchStarted(state, flight, reason)
   if (DEBUG) {
     state.seen = native.stats()
     debug(state, 'provider for ' + native.url)
@@ -276,11 +286,12 @@ function requestNow(state, forceRefresh, signal, context) {
       }
     }
     // Inside the refresh margin the core answers from memory and refreshes in the background.
-    const snapshot = state.native.peek()
+    const snapshot = state.native.peek(state.onStart)
     const fromCore = snapshot === null ? null : remember(state, snapshot)
     if (fromCore !== null) {
       state.hits++
       if (DEBUG) debugPeek(state, snapshot)
+      if (snapshot.failures > 0) servedStale(state, snapshot)
       return Promise.resolve(fromCore)
     }
   }
@@ -291,15 +302,18 @@ function requestNow(state, forceRefresh, signal, context) {
       debug(state, (forceRefresh ? 'forced refresh' : 'no usable token') + ': fetch started, callers wait')
     }
     flight = state.inflight = { promise: null, callers: 0, signals: null }
-    flight.promise = state.native.fetch(Boolean(forceRefresh)).then(
+    flight.promise = state.native.fetch(Boolean(forceRefresh), state.onStart).then(
       (outcome) => {
         if (state.inflight === flight) state.inflight = null
         // Every caller gave up (release below); the core's fetch goes on to fill the cache.
         if (outcome.released) return null
         if (DEBUG) debugFetchEnd(state, outcome, monotonicMs() - started)
-        if (outcome.code !== undefined && outcome.code !== null) {
-          throw new MetadataTokenError(outcome.message, outcome.code, outcome.status)
-        }
+        const error = outcome.code !== undefined && outcome.code !== null
+          ? new MetadataTokenError(outcome.message, outcome.code, outcome.status)
+          : null
+        // This thread started the fetch: its end is published before the callers go on.
+        if (outcome.report !== undefined && outcome.report !== null) fetchEnded(state, outcome, error)
+        if (error !== null) throw error
         // The token ran out while this thread was too busy to take it: fetch again.
         const got = remember(state, outcome)
         return got !== null ? got : requestNow(state, false, undefined, undefined)
@@ -412,6 +426,183 @@ function invalidCall(message) {
   return Promise.reject(new MetadataTokenError(message, CODES.INVALID_OPTION))
 }
 
+// ---- diagnostics_channel -----------------------------------------------------------------------
+
+// Every upstream fetch, and the events a dashboard counts, published for APM tools and your own
+// subscribers. Names and message shapes are public API (README "Tracing and metrics"); no message
+// ever holds the token (its fingerprint tells tokens apart). The drivers tell this file when a
+// fetch starts (onStart, passed to peek and fetch) and how it ended (the report that comes with
+// the answer of the thread that started it, or through the observer it set when no caller of that
+// thread waits); the core decides both (src/core/cache.rs: Reason, Report).
+const FETCH_CHANNEL = 'yc-metadata-token:fetch'
+const TRACING_EVENTS = ['start', 'end', 'asyncStart', 'asyncEnd', 'error']
+const EVENT_CHANNELS = {
+  refreshSucceeded: 'yc-metadata-token:background-refresh-succeeded',
+  refreshFailed: 'yc-metadata-token:background-refresh-failed',
+  servedStale: 'yc-metadata-token:served-stale',
+  expiredWhileFailing: 'yc-metadata-token:expired-while-failing',
+}
+
+// The channels, loaded at the first upstream fetch: diagnostics_channel is not loaded by Node at
+// start (it costs ~0.2 ms of a cold start on Node 20), and nobody can have subscribed before a
+// fetch that would be published. null where Node has no diagnostics_channel (before 14.17).
+let channels
+
+function loadChannels() {
+  let dc = null
+  try {
+    dc = process.getBuiltinModule ? process.getBuiltinModule('diagnostics_channel') : require('diagnostics_channel')
+  } catch (_) {}
+  if (dc === null || dc === undefined || typeof dc.channel !== 'function') return null
+  // The tracing channels by the names tracingChannel(FETCH_CHANNEL) gives them: the same channels
+  // where Node has tracingChannel (18.19, 20), and channels a subscriber can still name where it
+  // has not. Held here, so that no subscriber's channel is ever collected (Node < 18 could).
+  const fetch = {}
+  for (const event of TRACING_EVENTS) fetch[event] = dc.channel('tracing:' + FETCH_CHANNEL + ':' + event)
+  const loaded = { fetch, all: TRACING_EVENTS.map((event) => fetch[event]) }
+  for (const key of Object.keys(EVENT_CHANNELS)) {
+    loaded[key] = dc.channel(EVENT_CHANNELS[key])
+    loaded.all.push(loaded[key])
+  }
+  return loaded
+}
+
+function listening(list) {
+  for (const channel of list) if (channel.hasSubscribers) return true
+  return false
+}
+
+// Subscribers run synchronously, inside this package's calls. Node catches a subscriber's
+// exception and throws it again on the next tick (an 'uncaughtException'); where it does not
+// (Node < 16.? …), this does the same, so a subscriber never breaks a call or the cache.
+function publish(channel, message) {
+  if (!channel.hasSubscribers) return
+  try {
+    channel.publish(message)
+  } catch (err) {
+    process.nextTick(rethrow, err)
+  }
+}
+
+function rethrow(err) {
+  throw err
+}
+
+// What every message says of the provider: its name in the debug output, the driver, where it
+// fetches from. A fresh object each time: subscribers may keep what they are given.
+function about(state) {
+  if (state.address === null) {
+    state.address = { url: state.native.url, host: state.native.host, port: state.native.port }
+  }
+  const a = state.address
+  return { provider: state.label, driver: binding.driver, url: a.url, serverAddress: a.host, serverPort: a.port }
+}
+
+function secondsLeft(expiresAtMs) {
+  return Math.max(0, Math.ceil((expiresAtMs - Date.now()) / 1000))
+}
+
+// A driver says a fetch started (called inside peek or fetch, before or just after it is under way).
+function fetchStarted(state, flight, reason) {
+  if (channels === undefined) channels = loadChannels()
+  if (channels === null || !listening(channels.all)) return
+  if (!state.observed) observe(state)
+  const tracing = channels.fetch
+  if (!listening(TRACING_EVENTS.map((event) => tracing[event]))) return
+  // Filled in when the fetch ends; `result` and `error` as tracePromise() would set them.
+  const context = Object.assign(about(state), {
+    reason,
+    attempts: null,
+    status: null,
+    errorCode: null,
+    expiresInSeconds: null,
+    background: null,
+    fingerprint: null,
+  })
+  if (state.traces === null) state.traces = new Map()
+  state.traces.set(flight, context)
+  // As tracePromise() publishes them: the synchronous part of the call is over at once.
+  publish(tracing.start, context)
+  publish(tracing.end, context)
+}
+
+// The driver tells this thread of the ends of the fetches it started that no caller of it waits
+// for. The driver holds the callback (the native one in a thread-safe function), which must not
+// hold the provider's state: a dropped provider would never be collected.
+function observe(state) {
+  state.observed = true
+  const ref = new WeakRef(state)
+  state.native.observe((outcome) => {
+    const s = ref.deref()
+    if (s !== undefined) fetchEnded(s, outcome, null)
+  })
+}
+
+// A fetch this thread started ended with `outcome` (its `report` says how); `error` is the error
+// its callers get, if it has callers and failed.
+function fetchEnded(state, outcome, error) {
+  const report = outcome.report
+  if (!channels) return
+  const failed = outcome.code !== undefined && outcome.code !== null
+  if (failed && error === null) error = new MetadataTokenError(outcome.message, outcome.code, outcome.status)
+  const context = state.traces === null ? undefined : state.traces.get(report.flight)
+  if (context !== undefined) {
+    state.traces.delete(report.flight)
+    context.attempts = outcome.attempts
+    context.status = report.status === undefined ? null : report.status
+    context.errorCode = failed ? outcome.code : null
+    context.background = report.background
+    const tracing = channels.fetch
+    if (failed) {
+      context.error = error
+      publish(tracing.error, context)
+    } else {
+      context.expiresInSeconds = secondsLeft(outcome.expiresAtMs)
+      context.fingerprint = fingerprint(outcome.token)
+      context.result = { fingerprint: context.fingerprint, expiresInSeconds: context.expiresInSeconds }
+    }
+    publish(tracing.asyncStart, context)
+    publish(tracing.asyncEnd, context)
+  }
+  if (report.reason === 'refresh-ahead') {
+    const channel = failed ? channels.refreshFailed : channels.refreshSucceeded
+    if (channel.hasSubscribers) {
+      const message = Object.assign(about(state), { attempts: outcome.attempts, status: report.status === undefined ? null : report.status })
+      if (failed) {
+        const held = report.held
+        Object.assign(message, {
+          errorCode: outcome.code,
+          error,
+          consecutiveFailures: report.failures,
+          fingerprint: held ? fingerprint(held.token) : null,
+          expiresInSeconds: held ? secondsLeft(held.expiresAtMs) : null,
+        })
+      } else {
+        Object.assign(message, { fingerprint: fingerprint(outcome.token), expiresInSeconds: secondsLeft(outcome.expiresAtMs) })
+      }
+      publish(channel, message)
+    }
+  }
+  const expired = report.expired
+  if (expired !== undefined && expired !== null && channels.expiredWhileFailing.hasSubscribers) {
+    publish(channels.expiredWhileFailing, Object.assign(about(state), {
+      fingerprint: fingerprint(expired.token),
+      consecutiveFailures: expired.failures,
+      lastErrorCode: expired.lastErrorCode,
+    }))
+  }
+}
+
+// A call answered from memory with a token past its refresh point, because refreshing it failed.
+function servedStale(state, snapshot) {
+  if (!channels || !channels.servedStale.hasSubscribers) return
+  publish(channels.servedStale, Object.assign(about(state), {
+    fingerprint: fingerprint(snapshot.token),
+    expiresInSeconds: secondsLeft(snapshot.expiresAtMs),
+    consecutiveFailures: snapshot.failures,
+  }))
+}
+
 // ---- Cloud Functions context -------------------------------------------------------------------
 
 // When each context object was first seen: its `expires_in` counts from the invocation start,
@@ -497,6 +688,13 @@ class TokenProvider {
 
   getAuthorizationHeader(options) {
     return this.getToken(options).then(bearer)
+  }
+
+  // The provider's name in the debug output and in published messages (`provider`): 'default'
+  // for the one behind getToken(), 'provider N' for this thread's Nth new TokenProvider().
+  get label() {
+    const state = states.get(this)
+    return state === undefined ? undefined : state.label
   }
 
   // Counters since the provider was made. Hits are this thread's; the rest come from the core,
