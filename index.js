@@ -445,7 +445,8 @@ const EVENT_CHANNELS = {
 
 // The channels, loaded at the first upstream fetch: diagnostics_channel is not loaded by Node at
 // start (it costs ~0.2 ms of a cold start on Node 20), and nobody can have subscribed before a
-// fetch that would be published. null where Node has no diagnostics_channel (before 14.17).
+// fetch that would be published. null where Node has no diagnostics_channel (before 14.17, and in
+// an ES module bundle on a Node without process.getBuiltinModule).
 let channels
 
 function loadChannels() {
@@ -472,9 +473,10 @@ function listening(list) {
   return false
 }
 
-// Subscribers run synchronously, inside this package's calls. Node catches a subscriber's
-// exception and throws it again on the next tick (an 'uncaughtException'); where it does not
-// (Node < 16.? …), this does the same, so a subscriber never breaks a call or the cache.
+// Subscribers run synchronously, inside this package's calls. Node (every version that has
+// diagnostics_channel, 14.17 on) catches a subscriber's exception and throws it again on the next
+// tick, as an 'uncaughtException'; should publish() itself ever throw, this does the same. Either
+// way a subscriber never breaks a call or the cache.
 function publish(channel, message) {
   if (!channel.hasSubscribers) return
   try {
