@@ -547,6 +547,15 @@ function fetchEnded(state, outcome, error) {
   if (!channels) return
   const failed = outcome.code !== undefined && outcome.code !== null
   if (failed && error === null) error = new MetadataTokenError(outcome.message, outcome.code, outcome.status)
+  // The token held ran out while this fetch was under way (or before it, unnoticed until then).
+  const expired = report.expired
+  if (expired !== undefined && expired !== null && channels.expiredWhileFailing.hasSubscribers) {
+    publish(channels.expiredWhileFailing, Object.assign(about(state), {
+      fingerprint: fingerprint(expired.token),
+      consecutiveFailures: expired.failures,
+      lastErrorCode: expired.lastErrorCode,
+    }))
+  }
   const context = state.traces === null ? undefined : state.traces.get(report.flight)
   if (context !== undefined) {
     state.traces.delete(report.flight)
@@ -584,14 +593,6 @@ function fetchEnded(state, outcome, error) {
       }
       publish(channel, message)
     }
-  }
-  const expired = report.expired
-  if (expired !== undefined && expired !== null && channels.expiredWhileFailing.hasSubscribers) {
-    publish(channels.expiredWhileFailing, Object.assign(about(state), {
-      fingerprint: fingerprint(expired.token),
-      consecutiveFailures: expired.failures,
-      lastErrorCode: expired.lastErrorCode,
-    }))
   }
 }
 
