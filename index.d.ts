@@ -132,6 +132,12 @@ export class TokenProvider {
   stats(): TokenProviderStats
   /** `{ url, stats }`: what `JSON.stringify(provider)` shows; never the token. */
   toJSON(): { url: string; stats: TokenProviderStats }
+  /**
+   * Its name in the debug output and in published diagnostics_channel messages (`provider`):
+   * `'default'` for the provider behind `getToken()`, `'provider N'` for this thread's Nth
+   * `new TokenProvider()`.
+   */
+  readonly label: string
 }
 
 /**
