@@ -102,7 +102,7 @@ function newState(options, shared, label) {
     native, memo: null, timers: { memo: null }, inflight: null, hits: 0, contextTokens: 0, label, seen: null,
     onStart: null, observed: false, traces: null, address: null,
   }
-  state.onStart = (flight, reason) => fetchStarted(state, flight, reason)
+  state.onStart = (flight, reason) => published().fetchStarted(state, flight, reason)
   if (DEBUG) {
     state.seen = native.stats()
     debug(state, 'provider for ' + native.url)
@@ -291,7 +291,7 @@ function requestNow(state, forceRefresh, signal, context) {
     if (fromCore !== null) {
       state.hits++
       if (DEBUG) debugPeek(state, snapshot)
-      if (snapshot.failures > 0) servedStale(state, snapshot)
+      if (snapshot.failures > 0) published().servedStale(state, snapshot)
       return Promise.resolve(fromCore)
     }
   }
@@ -312,7 +312,7 @@ function requestNow(state, forceRefresh, signal, context) {
           ? new MetadataTokenError(outcome.message, outcome.code, outcome.status)
           : null
         // This thread started the fetch: its end is published before the callers go on.
-        if (outcome.report !== undefined && outcome.report !== null) fetchEnded(state, outcome, error)
+        if (outcome.report !== undefined && outcome.report !== null) published().fetchEnded(state, outcome, error)
         if (error !== null) throw error
         // The token ran out while this thread was too busy to take it: fetch again.
         const got = remember(state, outcome)
@@ -428,182 +428,18 @@ function invalidCall(message) {
 
 // ---- diagnostics_channel -----------------------------------------------------------------------
 
-// Every upstream fetch, and the events a dashboard counts, published for APM tools and your own
-// subscribers. Names and message shapes are public API (README "Tracing and metrics"); no message
-// ever holds the token (its fingerprint tells tokens apart). The drivers tell this file when a
-// fetch starts (onStart, passed to peek and fetch) and how it ended (the report that comes with
-// the answer of the thread that started it, or through the observer it set when no caller of that
-// thread waits); the core decides both (src/core/cache.rs: Reason, Report).
-const FETCH_CHANNEL = 'yc-metadata-token:fetch'
-const TRACING_EVENTS = ['start', 'end', 'asyncStart', 'asyncEnd', 'error']
-const EVENT_CHANNELS = {
-  refreshSucceeded: 'yc-metadata-token:background-refresh-succeeded',
-  refreshFailed: 'yc-metadata-token:background-refresh-failed',
-  servedStale: 'yc-metadata-token:served-stale',
-  expiredWhileFailing: 'yc-metadata-token:expired-while-failing',
-}
+// Every upstream fetch, and the events a dashboard counts, are published on diagnostics_channel
+// by diagnostics.js (README "Tracing and metrics"). The drivers tell of each fetch of this thread
+// as it starts (onStart, passed to peek and fetch) and as it ends (the report that comes with this
+// thread's answer, or through the observer diagnostics.js sets when no caller of it waits); the
+// core decides both (src/core/cache.rs: Reason, Report). diagnostics.js is loaded by the first
+// fetch: in this file its code cost every cold require 0.12 ms (measured A/B), and nobody can have
+// subscribed to a fetch before there is one.
+let diagnostics = null
 
-// The channels, loaded at the first upstream fetch: diagnostics_channel is not loaded by Node at
-// start (it costs ~0.2 ms of a cold start on Node 20), and nobody can have subscribed before a
-// fetch that would be published. null where Node has no diagnostics_channel (before 14.17, and in
-// an ES module bundle on a Node without process.getBuiltinModule).
-let channels
-
-function loadChannels() {
-  let dc = null
-  try {
-    dc = process.getBuiltinModule ? process.getBuiltinModule('diagnostics_channel') : require('diagnostics_channel')
-  } catch (_) {}
-  if (dc === null || dc === undefined || typeof dc.channel !== 'function') return null
-  // The tracing channels by the names tracingChannel(FETCH_CHANNEL) gives them: the same channels
-  // where Node has tracingChannel (18.19, 20), and channels a subscriber can still name where it
-  // has not. Held here, so that no subscriber's channel is ever collected (Node < 18 could).
-  const fetch = {}
-  for (const event of TRACING_EVENTS) fetch[event] = dc.channel('tracing:' + FETCH_CHANNEL + ':' + event)
-  const loaded = { fetch, all: TRACING_EVENTS.map((event) => fetch[event]) }
-  for (const key of Object.keys(EVENT_CHANNELS)) {
-    loaded[key] = dc.channel(EVENT_CHANNELS[key])
-    loaded.all.push(loaded[key])
-  }
-  return loaded
-}
-
-function listening(list) {
-  for (const channel of list) if (channel.hasSubscribers) return true
-  return false
-}
-
-// Subscribers run synchronously, inside this package's calls. Node (every version that has
-// diagnostics_channel, 14.17 on) catches a subscriber's exception and throws it again on the next
-// tick, as an 'uncaughtException'; should publish() itself ever throw, this does the same. Either
-// way a subscriber never breaks a call or the cache.
-function publish(channel, message) {
-  if (!channel.hasSubscribers) return
-  try {
-    channel.publish(message)
-  } catch (err) {
-    process.nextTick(rethrow, err)
-  }
-}
-
-function rethrow(err) {
-  throw err
-}
-
-// What every message says of the provider: its name in the debug output, the driver, where it
-// fetches from. A fresh object each time: subscribers may keep what they are given.
-function about(state) {
-  if (state.address === null) {
-    state.address = { url: state.native.url, host: state.native.host, port: state.native.port }
-  }
-  const a = state.address
-  return { provider: state.label, driver: binding.driver, url: a.url, serverAddress: a.host, serverPort: a.port }
-}
-
-function secondsLeft(expiresAtMs) {
-  return Math.max(0, Math.ceil((expiresAtMs - Date.now()) / 1000))
-}
-
-// A driver says a fetch started (called inside peek or fetch, before or just after it is under way).
-function fetchStarted(state, flight, reason) {
-  if (channels === undefined) channels = loadChannels()
-  if (channels === null || !listening(channels.all)) return
-  if (!state.observed) observe(state)
-  const tracing = channels.fetch
-  if (!listening(TRACING_EVENTS.map((event) => tracing[event]))) return
-  // Filled in when the fetch ends; `result` and `error` as tracePromise() would set them.
-  const context = Object.assign(about(state), {
-    reason,
-    attempts: null,
-    status: null,
-    errorCode: null,
-    expiresInSeconds: null,
-    background: null,
-    fingerprint: null,
-  })
-  if (state.traces === null) state.traces = new Map()
-  state.traces.set(flight, context)
-  // As tracePromise() publishes them: the synchronous part of the call is over at once.
-  publish(tracing.start, context)
-  publish(tracing.end, context)
-}
-
-// The driver tells this thread of the ends of the fetches it started that no caller of it waits
-// for. The driver holds the callback (the native one in a thread-safe function), which must not
-// hold the provider's state: a dropped provider would never be collected.
-function observe(state) {
-  state.observed = true
-  const ref = new WeakRef(state)
-  state.native.observe((outcome) => {
-    const s = ref.deref()
-    if (s !== undefined) fetchEnded(s, outcome, null)
-  })
-}
-
-// A fetch this thread started ended with `outcome` (its `report` says how); `error` is the error
-// its callers get, if it has callers and failed.
-function fetchEnded(state, outcome, error) {
-  const report = outcome.report
-  if (!channels) return
-  const failed = outcome.code !== undefined && outcome.code !== null
-  if (failed && error === null) error = new MetadataTokenError(outcome.message, outcome.code, outcome.status)
-  // The token held ran out while this fetch was under way (or before it, unnoticed until then).
-  const expired = report.expired
-  if (expired !== undefined && expired !== null && channels.expiredWhileFailing.hasSubscribers) {
-    publish(channels.expiredWhileFailing, Object.assign(about(state), {
-      fingerprint: fingerprint(expired.token),
-      consecutiveFailures: expired.failures,
-      lastErrorCode: expired.lastErrorCode,
-    }))
-  }
-  const context = state.traces === null ? undefined : state.traces.get(report.flight)
-  if (context !== undefined) {
-    state.traces.delete(report.flight)
-    context.attempts = outcome.attempts
-    context.status = report.status === undefined ? null : report.status
-    context.errorCode = failed ? outcome.code : null
-    context.background = report.background
-    const tracing = channels.fetch
-    if (failed) {
-      context.error = error
-      publish(tracing.error, context)
-    } else {
-      context.expiresInSeconds = secondsLeft(outcome.expiresAtMs)
-      context.fingerprint = fingerprint(outcome.token)
-      context.result = { fingerprint: context.fingerprint, expiresInSeconds: context.expiresInSeconds }
-    }
-    publish(tracing.asyncStart, context)
-    publish(tracing.asyncEnd, context)
-  }
-  if (report.reason === 'refresh-ahead') {
-    const channel = failed ? channels.refreshFailed : channels.refreshSucceeded
-    if (channel.hasSubscribers) {
-      const message = Object.assign(about(state), { attempts: outcome.attempts, status: report.status === undefined ? null : report.status })
-      if (failed) {
-        const held = report.held
-        Object.assign(message, {
-          errorCode: outcome.code,
-          error,
-          consecutiveFailures: report.failures,
-          fingerprint: held ? fingerprint(held.token) : null,
-          expiresInSeconds: held ? secondsLeft(held.expiresAtMs) : null,
-        })
-      } else {
-        Object.assign(message, { fingerprint: fingerprint(outcome.token), expiresInSeconds: secondsLeft(outcome.expiresAtMs) })
-      }
-      publish(channel, message)
-    }
-  }
-}
-
-// A call answered from memory with a token past its refresh point, because refreshing it failed.
-function servedStale(state, snapshot) {
-  if (!channels || !channels.servedStale.hasSubscribers) return
-  publish(channels.servedStale, Object.assign(about(state), {
-    fingerprint: fingerprint(snapshot.token),
-    expiresInSeconds: secondsLeft(snapshot.expiresAtMs),
-    consecutiveFailures: snapshot.failures,
-  }))
+function published() {
+  if (diagnostics === null) diagnostics = require('./diagnostics')({ MetadataTokenError, fingerprint, driver: binding.driver })
+  return diagnostics
 }
 
 // ---- Cloud Functions context -------------------------------------------------------------------
