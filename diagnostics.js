@@ -6,8 +6,8 @@
 // each fetch as it starts and ends, and index.js hands them on here: fetchStarted, fetchEnded,
 // servedStale, each with the provider's state. One place for both drivers.
 //
-// Loaded by index.js at the first fetch (see `published` there), with what it shares:
-// { MetadataTokenError, fingerprint, driver }.
+// Loaded by index.js at the first fetch (see `publishing` there), with what it shares:
+// { MetadataTokenError, fingerprint, driver, publishing }.
 
 let shared = null
 
@@ -113,7 +113,7 @@ function observe(state) {
   const ref = new WeakRef(state)
   state.native.observe((outcome) => {
     const s = ref.deref()
-    if (s !== undefined) fetchEnded(s, outcome, null)
+    if (s !== undefined) shared.publishing(() => fetchEnded(s, outcome, null))
   })
 }
 

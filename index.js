@@ -102,7 +102,7 @@ function newState(options, shared, label) {
     native, memo: null, timers: { memo: null }, inflight: null, hits: 0, contextTokens: 0, label, seen: null,
     onStart: null, observed: false, traces: null, address: null,
   }
-  state.onStart = (flight, reason) => published().fetchStarted(state, flight, reason)
+  state.onStart = (flight, reason) => publishing((p) => p.fetchStarted(state, flight, reason))
   if (DEBUG) {
     state.seen = native.stats()
     debug(state, 'provider for ' + native.url)
@@ -291,7 +291,7 @@ function requestNow(state, forceRefresh, signal, context) {
     if (fromCore !== null) {
       state.hits++
       if (DEBUG) debugPeek(state, snapshot)
-      if (snapshot.failures > 0) published().servedStale(state, snapshot)
+      if (snapshot.failures > 0) publishing((p) => p.servedStale(state, snapshot))
       return Promise.resolve(fromCore)
     }
   }
@@ -312,7 +312,7 @@ function requestNow(state, forceRefresh, signal, context) {
           ? new MetadataTokenError(outcome.message, outcome.code, outcome.status)
           : null
         // This thread started the fetch: its end is published before the callers go on.
-        if (outcome.report !== undefined && outcome.report !== null) published().fetchEnded(state, outcome, error)
+        if (outcome.report !== undefined && outcome.report !== null) publishing((p) => p.fetchEnded(state, outcome, error))
         if (error !== null) throw error
         // The token ran out while this thread was too busy to take it: fetch again.
         const got = remember(state, outcome)
@@ -437,9 +437,16 @@ function invalidCall(message) {
 // subscribed to a fetch before there is one.
 let diagnostics = null
 
-function published() {
-  if (diagnostics === null) diagnostics = require('./diagnostics')({ MetadataTokenError, fingerprint, driver: binding.driver })
-  return diagnostics
+// Runs `publish` with diagnostics.js. Publishing never fails a call, leaves a fetch half set up or
+// throws out of a driver's callback: a bug in it is reported as one (subscribers' own exceptions
+// never get here, see diagnostics.js).
+function publishing(publish) {
+  try {
+    if (diagnostics === null) diagnostics = require('./diagnostics')({ MetadataTokenError, fingerprint, driver: binding.driver, publishing })
+    publish(diagnostics)
+  } catch (err) {
+    reportInternal(err)
+  }
 }
 
 // ---- Cloud Functions context -------------------------------------------------------------------
