@@ -78,6 +78,11 @@ function about(state) {
   return { provider: state.label, driver: shared.driver, url: a.url, serverAddress: a.host, serverPort: a.port }
 }
 
+// The drivers leave a value out (native) or undefined (wasm) where messages say null.
+function orNull(value) {
+  return value === undefined ? null : value
+}
+
 function secondsLeft(expiresAtMs) {
   return Math.max(0, Math.ceil((expiresAtMs - Date.now()) / 1000))
 }
@@ -137,7 +142,7 @@ function fetchEnded(state, outcome, error) {
   if (context !== undefined) {
     state.traces.delete(report.flight)
     context.attempts = outcome.attempts
-    context.status = report.status === undefined ? null : report.status
+    context.status = orNull(report.status)
     context.errorCode = failed ? outcome.code : null
     context.background = report.background
     const tracing = channels.fetch
@@ -155,7 +160,7 @@ function fetchEnded(state, outcome, error) {
   if (report.reason === 'refresh-ahead') {
     const channel = failed ? channels.refreshFailed : channels.refreshSucceeded
     if (channel.hasSubscribers) {
-      const message = Object.assign(about(state), { attempts: outcome.attempts, status: report.status === undefined ? null : report.status })
+      const message = Object.assign(about(state), { attempts: outcome.attempts, status: orNull(report.status) })
       if (failed) {
         const held = report.held
         Object.assign(message, {

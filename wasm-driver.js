@@ -203,12 +203,13 @@ class WasmProvider {
     const outcome = new Promise((resolve) => {
       const wall = Date.now()
       const code = this.core((e, h) => e.get(h, monotonicMs(), wall, force ? 1 : 0))
+      if (code & 1) resolve(this.token(0))
+      // A flight started: for callers, or (answered from memory) a refresh in the background.
+      started = this.started()
       if (code & 1) {
-        resolve(this.token(0))
         this.follow(code >> 1)
         return
       }
-      started = this.started()
       this.waiters.push(resolve)
       this.follow(code >> 1)
       this.holdProcess()
@@ -220,9 +221,7 @@ class WasmProvider {
   // The flight the last peek or get started, or null: read before anything else asks the core.
   started() {
     const n = nums(this.inst)
-    if (n[8] < 0) return null
-    const flight = n[8]
-    return { flight, reason: this.reasonName(n[9]) }
+    return n[8] < 0 ? null : { flight: n[8], reason: this.reasonName(n[9]) }
   }
 
   reasonName(code) {
