@@ -135,6 +135,12 @@ export class TokenProvider {
   stats(): TokenProviderStats
   /** `{ url, stats }`: what `JSON.stringify(provider)` shows; never the token. */
   toJSON(): { url: string; stats: TokenProviderStats }
+  /**
+   * Its name in the debug output and in published diagnostics_channel messages (`provider`):
+   * `'default'` for the provider behind `getToken()`, `'provider N'` for this thread's Nth
+   * `new TokenProvider()`.
+   */
+  readonly label: string
 }
 
 /**
@@ -195,4 +201,74 @@ export class MetadataTokenError extends Error {
    * own error, as thrown.
    */
   cause?: unknown
+}
+
+// ---- diagnostics_channel (README "Tracing and metrics"): public, versioned message shapes ----
+
+/** What every published message says of the provider. */
+export interface PublishedProviderFields {
+  /** `'default'` or `'provider N'`: `TokenProvider#label`. */
+  provider: string
+  driver: 'native' | 'wasm'
+  url: string
+  /** The host fetched from (an IPv6 address without brackets). */
+  serverAddress: string
+  serverPort: number
+}
+
+export type FetchReason = 'first' | 'expired' | 'refresh-ahead' | 'forced' | 'retry-after-failure'
+
+/**
+ * The context of `tracing:yc-metadata-token:fetch:{start,end,asyncStart,asyncEnd,error}`
+ * (`diagnostics_channel.tracingChannel('yc-metadata-token:fetch')`): one object per upstream
+ * fetch; the fields after `reason` are null until it ends.
+ */
+export interface FetchContext extends PublishedProviderFields {
+  reason: FetchReason
+  attempts: number | null
+  /** The HTTP status of the last attempt; null if it got no answer. */
+  status: number | null
+  errorCode: MetadataTokenErrorCode | null
+  expiresInSeconds: number | null
+  /** No caller waited for it when it ended. */
+  background: boolean | null
+  /** `'sha256:'` and 8 hex digits: the new token's fingerprint. */
+  fingerprint: string | null
+  /** On success: never the token. */
+  result?: { fingerprint: string; expiresInSeconds: number }
+  /** On failure: the error the callers get. */
+  error?: MetadataTokenError
+}
+
+/** `yc-metadata-token:background-refresh-succeeded` */
+export interface BackgroundRefreshSucceededMessage extends PublishedProviderFields {
+  attempts: number
+  status: number | null
+  fingerprint: string
+  expiresInSeconds: number
+}
+
+/** `yc-metadata-token:background-refresh-failed`: `fingerprint` and `expiresInSeconds` of the token still served. */
+export interface BackgroundRefreshFailedMessage extends PublishedProviderFields {
+  attempts: number
+  status: number | null
+  errorCode: MetadataTokenErrorCode
+  error: MetadataTokenError
+  consecutiveFailures: number
+  fingerprint: string | null
+  expiresInSeconds: number | null
+}
+
+/** `yc-metadata-token:served-stale` */
+export interface ServedStaleMessage extends PublishedProviderFields {
+  fingerprint: string
+  expiresInSeconds: number
+  consecutiveFailures: number
+}
+
+/** `yc-metadata-token:expired-while-failing` */
+export interface ExpiredWhileFailingMessage extends PublishedProviderFields {
+  fingerprint: string
+  consecutiveFailures: number
+  lastErrorCode: MetadataTokenErrorCode
 }

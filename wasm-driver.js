@@ -87,10 +87,13 @@ function wasmBytes() {
   return Buffer.from(require('./yc-metadata-token.wasm.js'), 'base64')
 }
 
+// The length of NUMS (src/wasm/mod.rs).
+const NUMS_LEN = 16
+
 function nums(inst) {
   if (inst.buffer !== inst.exports.memory.buffer) {
     inst.buffer = inst.exports.memory.buffer
-    inst.nums = new Float64Array(inst.buffer, inst.exports.nums_ptr(), 8)
+    inst.nums = new Float64Array(inst.buffer, inst.exports.nums_ptr(), NUMS_LEN)
   }
   return inst.nums
 }
@@ -140,6 +143,8 @@ class WasmProvider {
     this.attemptTimer = null
     this.grace = null
     this.timer = null
+    // Set by observe(): the end of a flight no waiter of this object waits for goes there.
+    this.observer = null
   }
 
   // Makes this provider's core in the current instance; throws an Error with a code for options
@@ -185,22 +190,30 @@ class WasmProvider {
     }
   }
 
-  peek() {
+  // As the native peek: onStart(flight, reason) is told of a background refresh this starts.
+  // Here it is told once the refresh is under way: its end cannot come before this turn is over.
+  peek(onStart) {
     const wall = Date.now()
     const code = this.core((e, h) => e.peek(h, monotonicMs(), wall))
     if ((code & 1) === 0) return null
     const token = this.token()
+    token.failures = nums(this.inst)[10]
+    const started = this.started()
     // A background refresh started: its first step was written after the token.
     this.follow(code >> 1)
+    if (started !== null && onStart) onStart(started.flight, started.reason)
     return token
   }
 
-  fetch(force) {
-    return new Promise((resolve) => {
+  fetch(force, onStart) {
+    let started = null
+    const outcome = new Promise((resolve) => {
       const wall = Date.now()
       const code = this.core((e, h) => e.get(h, monotonicMs(), wall, force ? 1 : 0))
+      if (code & 1) resolve(this.token(0))
+      // A flight started: for callers, or (answered from memory) a refresh in the background.
+      started = this.started()
       if (code & 1) {
-        resolve(this.token(0))
         this.follow(code >> 1)
         return
       }
@@ -208,6 +221,24 @@ class WasmProvider {
       this.follow(code >> 1)
       this.holdProcess()
     })
+    if (started !== null && onStart) onStart(started.flight, started.reason)
+    return outcome
+  }
+
+  // The flight the last peek or get started, or null: read before anything else asks the core.
+  started() {
+    const n = nums(this.inst)
+    return n[8] < 0 ? null : { flight: n[8], reason: this.reasonName(n[9]) }
+  }
+
+  reasonName(code) {
+    this.core((e) => e.reason_name(code))
+    return readIo(this.inst)
+  }
+
+  // Once: the end of each flight this object starts that none of its waiters waits for.
+  observe(callback) {
+    if (this.observer === null) this.observer = callback
   }
 
   // Answers this object's waiting callers as released: they gave up. The flight goes on.
@@ -278,9 +309,50 @@ class WasmProvider {
 
   settle(step) {
     const n = nums(this.inst)
-    if (step === STEP_DONE_TOKEN) return this.settleAll(this.token(n[2]))
-    const [code, message] = splitError(readIo(this.inst))
-    this.settleAll({ code, message, status: n[3] < 0 ? undefined : n[3], attempts: n[2] })
+    let outcome
+    if (step === STEP_DONE_TOKEN) {
+      outcome = this.token(n[2])
+    } else {
+      const [code, message] = splitError(readIo(this.inst))
+      outcome = { code, message, status: n[3] < 0 ? undefined : n[3], attempts: n[2] }
+    }
+    outcome.report = this.report()
+    // As the native driver: the report goes with this object's answer if a caller waits for it,
+    // else to the observer.
+    if (this.waiters.length === 0) {
+      if (this.observer !== null && outcome.report !== null) this.observer(outcome)
+      return
+    }
+    this.settleAll(outcome)
+  }
+
+  // How the flight that just ended went (the core's Report), or null. Called from I/O callbacks:
+  // a trap (reported by core()) leaves the flight unreported rather than throw out of an event.
+  report() {
+    const inst = this.inst
+    try {
+      this.core((e, h) => e.report(h))
+    } catch (_) {
+      return null
+    }
+    const n = nums(inst)
+    if (n[0] < 0) return null
+    const [held, expired, lastErrorCode] = readIo(inst).split('\n')
+    const report = {
+      flight: n[0],
+      reason: n[1],
+      background: n[2] === 1,
+      status: n[3] < 0 ? undefined : n[3],
+      failures: n[4],
+      held: n[5] < 0 ? undefined : { token: held, expiresAtMs: n[5], freshUntilMs: n[6], failures: n[7] },
+      expired: n[8] < 0 ? undefined : { token: expired, failures: n[8], lastErrorCode },
+    }
+    try {
+      report.reason = this.reasonName(report.reason)
+    } catch (_) {
+      return null
+    }
+    return report
   }
 
   settleAll(outcome) {

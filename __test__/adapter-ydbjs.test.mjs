@@ -109,3 +109,67 @@ test('bad input: a typed error', { skip }, async () => {
   assert.throws(() => new MetadataTokenCredentialsProvider({ host: '127.0.0.1' }), { code: 'ERR_INVALID_OPTION' })
   assert.throws(() => new MetadataTokenCredentialsProvider(null), { code: 'ERR_INVALID_OPTION' })
 })
+
+// What @ydbjs/auth 6.3+ publishes (packages/auth README, "Observability via node:diagnostics_channel";
+// CHANGELOG 6.3.0, PR #599), subscribed to as @ydbjs/telemetry does: the same names (the tracing
+// channel named with its 'tracing:' prefix) and shapes, with provider 'yc-metadata-token', and the
+// token in none of it. @ydbjs/auth 6.3 itself is not installable here (the registry has 6.0.4).
+test('publishes the token events @ydbjs/auth subscribers consume, without the token', { skip }, async (t) => {
+  const dc = await import('node:diagnostics_channel')
+  const { MetadataTokenCredentialsProvider } = await import('../ydbjs.mjs')
+  const { startEmulator: start } = require('../emulator')
+  const token = 'ydb-secret-' + Math.random().toString(36).slice(2)
+  const emu = await start({ token, expiresIn: 3 })
+  const seen = []
+  const handlers = {}
+  for (const event of ['start', 'end', 'asyncStart', 'asyncEnd', 'error']) {
+    handlers[event] = (context) => seen.push([event, { ...context }])
+  }
+  const fetches = dc.tracingChannel('tracing:ydb:auth.token.fetch')
+  fetches.subscribe(handlers)
+  const plain = {}
+  for (const name of ['ydb:auth.token.refreshed', 'ydb:auth.token.expired', 'ydb:auth.provider.failed']) {
+    plain[name] = (message) => seen.push([name, { ...message }])
+    dc.channel(name).subscribe(plain[name])
+  }
+  t.after(async () => {
+    fetches.unsubscribe(handlers)
+    for (const name of Object.keys(plain)) dc.channel(name).unsubscribe(plain[name])
+    await emu.close()
+  })
+  const provider = new TokenProvider({ host: emu.address, maxAttempts: 1 })
+  const credentials = new MetadataTokenCredentialsProvider(provider)
+  const before = Date.now()
+  assert.equal(await credentials.getToken(false), token)
+  assert.equal(await credentials.getToken(false), token)
+  assert.deepEqual(seen.map(([name]) => name), ['start', 'end', 'ydb:auth.token.refreshed', 'asyncStart', 'asyncEnd'])
+  assert.ok(seen.slice(0, 2).every(([, context]) => context.provider === 'yc-metadata-token' && Object.keys(context).length === 1))
+  const refreshed = seen[2][1]
+  assert.equal(refreshed.provider, 'yc-metadata-token')
+  assert.ok(refreshed.expiresAt >= before + 2000 && refreshed.expiresAt <= Date.now() + 3000, String(refreshed.expiresAt - before))
+  assert.equal('result' in seen[4][1], false, 'the token is not the traced result')
+
+  // A provider not adapted publishes nothing here.
+  await new TokenProvider({ host: emu.address }).getToken()
+  assert.equal(seen.length, 5)
+
+  // A failed fetch: error, then provider.failed after the trace ends.
+  emu.fault({ status: 500, times: 1 })
+  await assert.rejects(credentials.getToken(true), { code: 'ERR_METADATA_STATUS' })
+  assert.deepEqual(seen.slice(5).map(([name]) => name), ['start', 'end', 'error', 'asyncStart', 'asyncEnd', 'ydb:auth.provider.failed'])
+  assert.equal(seen[7][1].error.code, 'ERR_METADATA_STATUS')
+  assert.deepEqual(Object.keys(seen[10][1]).sort(), ['error', 'provider'])
+  assert.equal(seen[10][1].error, seen[7][1].error)
+
+  // The token runs out unused: the next call publishes token.expired, once.
+  await new Promise((resolve) => setTimeout(resolve, 3000 - (Date.now() - before)))
+  assert.equal(await credentials.getToken(false), token)
+  const expired = seen.filter(([name]) => name === 'ydb:auth.token.expired')
+  assert.equal(expired.length, 1)
+  assert.equal(expired[0][1].provider, 'yc-metadata-token')
+  assert.ok(expired[0][1].stalenessMs >= 0 && expired[0][1].stalenessMs < 1000, String(expired[0][1].stalenessMs))
+  for (const [name, message] of seen) {
+    const shown = JSON.stringify(message) + (message.error ? message.error.message + message.error.stack : '')
+    assert.ok(!shown.includes(token), name + ' shows the token')
+  }
+})

@@ -150,8 +150,96 @@ async function check() {
     notes.push('no AbortController on Node ' + process.version + ': abort not checked')
   }
 
+  notes.push('diagnostics_channel: ' + (await checkDiagnostics(pkg, require(emulatorDir), expected, closedPort)))
+
   // No explicit exit: the process must end by itself once the work is done (no handle keeps it alive).
   console.log(JSON.stringify({ node: process.version, driver: driver, addon: loaded.addon, notes }))
+}
+
+// README "Tracing and metrics", on this Node: a subscriber by channel name (every Node with
+// diagnostics_channel) and one through tracingChannel() where Node has it see a first fetch, a
+// cache hit (nothing), a forced refresh, a background refresh and a failed fetch, in order, with
+// the documented fields, and the token in none of it. Returns what this Node offers.
+const TRACING_EVENTS = ['start', 'end', 'asyncStart', 'asyncEnd', 'error']
+const PLAIN_EVENTS = ['background-refresh-succeeded', 'background-refresh-failed', 'served-stale', 'expired-while-failing']
+// A token this short needs a refresh after 2 s (half its lifetime) and is usable until 3.6 s:
+// the background refresh below has 1.5 s of slack on a slow machine (qemu, Wine).
+const DIAGNOSTICS_LIFETIME_S = 4
+const DIAGNOSTICS_REFRESH_AFTER_MS = 2050
+const EVENT_WAIT_MS = 10000
+
+async function checkDiagnostics(pkg, emulatorModule, expected, closedPort) {
+  let dc
+  try {
+    dc = require('diagnostics_channel')
+  } catch (_) {
+    return 'none on Node ' + process.version + ' (nothing published)'
+  }
+  const events = []
+  const unsubscribe = []
+  const subscribe = (name, label) => {
+    const channel = dc.channel(name)
+    const fn = (message) => events.push({ label: label, message: message, fields: Object.assign({}, message) })
+    channel.subscribe(fn)
+    unsubscribe.push(() => channel.unsubscribe(fn))
+  }
+  TRACING_EVENTS.forEach((e) => subscribe('tracing:yc-metadata-token:fetch:' + e, e))
+  PLAIN_EVENTS.forEach((e) => subscribe('yc-metadata-token:' + e, e))
+  let traced = null
+  if (typeof dc.tracingChannel === 'function') {
+    traced = []
+    const handlers = {}
+    TRACING_EVENTS.forEach((e) => { handlers[e] = (context) => traced.push(e + ' ' + context.reason) })
+    const channel = dc.tracingChannel('yc-metadata-token:fetch')
+    channel.subscribe(handlers)
+    unsubscribe.push(() => channel.unsubscribe(handlers))
+  }
+  const token = 'dc-' + expected
+  const next = 'dc-next-' + expected
+  const emulator = await emulatorModule.startEmulator({ token: token, expiresIn: DIAGNOSTICS_LIFETIME_S })
+  try {
+    const provider = new pkg.TokenProvider({ host: emulator.address, timeoutMs: PATIENT_TIMEOUT_MS, deadlineMs: PATIENT_DEADLINE_MS })
+    await provider.getToken()
+    await provider.getToken()
+    await provider.getToken({ forceRefresh: true })
+    const forcedAt = Date.now()
+    emulator.setToken(next, DIAGNOSTICS_LIFETIME_S)
+    await new Promise((resolve) => setTimeout(resolve, DIAGNOSTICS_REFRESH_AFTER_MS - (Date.now() - forcedAt)))
+    assert.strictEqual((await provider.getToken()).token, token, 'answered from memory while refreshing')
+    const until = Date.now() + EVENT_WAIT_MS
+    while (!events.some((e) => e.label === 'background-refresh-succeeded') && Date.now() < until) {
+      await new Promise((resolve) => setTimeout(resolve, 20))
+    }
+    const failing = new pkg.TokenProvider({ host: '127.0.0.1:' + closedPort, maxAttempts: 1 })
+    await assert.rejects(failing.getToken(), (err) => err.code === pkg.CODES.UNREACHABLE)
+  } finally {
+    unsubscribe.forEach((off) => off())
+    await emulator.close()
+  }
+  const labels = events.map((e) => e.label + (e.fields.reason ? ' ' + e.fields.reason : ''))
+  const trace = (reason) => ['start', 'end', 'asyncStart', 'asyncEnd'].map((e) => e + ' ' + reason)
+  const expectedLabels = trace('first').concat(trace('forced'), trace('refresh-ahead'), ['background-refresh-succeeded'],
+    ['start first', 'end first', 'error first', 'asyncStart first', 'asyncEnd first'])
+  assert.deepStrictEqual(labels, expectedLabels, 'the events, in order')
+  const ends = events.filter((e) => e.label === 'asyncEnd').map((e) => e.fields)
+  assert.deepStrictEqual(ends.map((f) => [f.attempts, f.status, f.errorCode, f.background]),
+    [[1, 200, null, false], [1, 200, null, false], [1, 200, null, true], [1, null, 'ERR_METADATA_UNREACHABLE', false]])
+  assert.ok(ends.slice(0, 3).every((f) => /^sha256:[0-9a-f]{8}$/.test(f.fingerprint) && f.expiresInSeconds > 0), 'fingerprints')
+  assert.notStrictEqual(ends[2].fingerprint, ends[1].fingerprint, 'the refresh brought the next token')
+  const refreshed = events.filter((e) => e.label === 'background-refresh-succeeded')[0].fields
+  assert.strictEqual(refreshed.fingerprint, ends[2].fingerprint)
+  const context = events[0].message
+  assert.ok(events.slice(0, 4).every((e) => e.message === context), 'one context per fetch')
+  assert.deepStrictEqual(Object.keys(events[0].fields), ['provider', 'driver', 'url', 'serverAddress', 'serverPort', 'reason',
+    'attempts', 'status', 'errorCode', 'expiresInSeconds', 'background', 'fingerprint'])
+  for (const e of events) {
+    const shown = JSON.stringify(e.message) + (e.message.error ? e.message.error.message + e.message.error.stack : '') + util.inspect(e.message, { depth: 10, showHidden: true, getters: true })
+    assert.ok(shown.indexOf(token) === -1 && shown.indexOf(next) === -1, e.label + ' shows the token')
+  }
+  if (traced !== null) {
+    assert.deepStrictEqual(traced, labels.filter((l) => l.indexOf('background-refresh') !== 0), 'what tracingChannel() subscribers see')
+  }
+  return traced === null ? 'channels by name (no tracingChannel on ' + process.version + ')' : 'tracingChannel and channels by name'
 }
 
 const mode = process.argv[2]

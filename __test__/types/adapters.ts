@@ -27,3 +27,17 @@ const notMetadata: Promise<string> = new MetadataTokenAuthService().getAuthMetad
 const notInterval: string = new MetadataTokenSession().pollInterval
 
 void driver, custom, clouds, notMetadata, notInterval
+
+// yc-metadata-token/opentelemetry against @opentelemetry/api's and the SDK's types.
+import { MetadataTokenInstrumentation } from 'yc-metadata-token/opentelemetry'
+import { BasicTracerProvider } from '@opentelemetry/sdk-trace-base'
+import { MeterProvider } from '@opentelemetry/sdk-metrics'
+
+const instrumentation = new MetadataTokenInstrumentation({ enabled: false, providers: [new TokenProvider()] })
+instrumentation.setTracerProvider(new BasicTracerProvider())
+instrumentation.setMeterProvider(new MeterProvider())
+instrumentation.enable()
+const label: string = new TokenProvider().label
+// @ts-expect-error: providers, not their options
+new MetadataTokenInstrumentation({ providers: [{ host: '127.0.0.1:8080' }] })
+void label

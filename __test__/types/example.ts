@@ -74,3 +74,19 @@ const wrong: number = (await0()).token
 declare function await0(): Token
 
 void withProvider, classify, wrong
+
+// The published message shapes (README "Tracing and metrics").
+import { tracingChannel } from 'node:diagnostics_channel'
+import type { FetchContext, ServedStaleMessage } from 'yc-metadata-token'
+tracingChannel<FetchContext, FetchContext>('yc-metadata-token:fetch').subscribe({
+  start() {},
+  end() {},
+  asyncStart() {},
+  asyncEnd(context: FetchContext) {
+    const reason: 'first' | 'expired' | 'refresh-ahead' | 'forced' | 'retry-after-failure' = context.reason
+    void reason, context.fingerprint?.startsWith('sha256:')
+  },
+  error() {},
+})
+const stale: ServedStaleMessage | null = null
+void stale

@@ -19,6 +19,7 @@
 use crate::error::Error;
 use crate::fetch::Fetched;
 use crate::retry::{Attempts, Backoff, Next, Policy, Rng};
+use alloc::boxed::Box;
 use alloc::string::String;
 use alloc::vec::Vec;
 use core::time::Duration;
@@ -66,6 +67,9 @@ pub struct Token {
     pub fresh_for: Duration,
     pub at: Duration,
     pub attempts: u32,
+    /// Fetches that failed in a row while this token was past its refresh point: it is served
+    /// stale because the service failed (static stability). 0 while it is fresh.
+    pub failures: u32,
 }
 
 impl Token {
@@ -86,6 +90,91 @@ pub struct Failure {
 
 pub type Outcome = Result<Token, Failure>;
 
+/// Why a flight started. The drivers pass it on with the flight's first step, for observers
+/// (diagnostics_channel in index.js); the names are public API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason {
+    /// Nothing was ever fetched.
+    First = 0,
+    /// The token held ran out (it is within its expiry skew).
+    Expired = 1,
+    /// The token held is inside its refresh margin: a refresh in the background.
+    RefreshAhead = 2,
+    /// A caller asked for a new token whatever is held.
+    Forced = 3,
+    /// Nothing is held because the last fetch failed.
+    RetryAfterFailure = 4,
+}
+
+impl Reason {
+    /// Its name, as observers see it (public API: README "Tracing and metrics").
+    pub fn name(self) -> &'static str {
+        match self {
+            Reason::First => "first",
+            Reason::Expired => "expired",
+            Reason::RefreshAhead => "refresh-ahead",
+            Reason::Forced => "forced",
+            Reason::RetryAfterFailure => "retry-after-failure",
+        }
+    }
+
+    /// The number the wasm driver passes; `from_code` reads it back.
+    #[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))] // the wasm driver's
+    pub fn code(self) -> u32 {
+        self as u32
+    }
+
+    #[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))] // the wasm driver's
+    pub fn from_code(code: u32) -> Option<Reason> {
+        [
+            Reason::First,
+            Reason::Expired,
+            Reason::RefreshAhead,
+            Reason::Forced,
+            Reason::RetryAfterFailure,
+        ]
+        .into_iter()
+        .find(|r| r.code() == code)
+    }
+}
+
+/// A flight that started: its number (unique per cache, from 1), why, and its first step.
+#[derive(Debug)]
+pub struct Start<W> {
+    pub flight: u64,
+    pub reason: Reason,
+    pub step: Step<W>,
+}
+
+/// A token the cache held that ran out while fetches were failing: static stability came to its
+/// end. Noticed once per token, when a caller finds it run out or when a failed fetch leaves it
+/// so, and reported with the end of the flight under way then.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Expired {
+    pub token: String,
+    /// Fetches that had failed in a row.
+    pub failures: u32,
+    pub last_error: &'static str,
+}
+
+/// How a flight ended, beyond its outcome: what observers are told.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Report {
+    pub flight: u64,
+    pub reason: Reason,
+    /// The HTTP status of the last attempt, if it got an answer's head.
+    pub status: Option<u16>,
+    /// No caller was waiting for it when it ended (a refresh ahead of expiry, or one whose callers
+    /// all gave up).
+    pub background: bool,
+    /// Fetches that have failed in a row, this one included (0 after a success).
+    pub failures: u32,
+    /// The token the cache serves after this flight, if any: the new one, or after a failure the
+    /// one still served.
+    pub held: Option<Token>,
+    pub expired: Option<Expired>,
+}
+
 /// What the driver does next for the flight under way.
 #[derive(Debug)]
 pub enum Step<W> {
@@ -93,8 +182,13 @@ pub enum Step<W> {
     Send { timeout: Duration },
     /// Sleep until this monotonic time, then call `wake`.
     SleepUntil(Duration),
-    /// The flight is over: hand `outcome` to these waiters (none for a background refresh).
-    Done { outcome: Outcome, waiters: Vec<W> },
+    /// The flight is over: hand `outcome` to these waiters (none for a background refresh), and
+    /// `report` (none if there was no flight) to whoever observes it.
+    Done {
+        outcome: Outcome,
+        waiters: Vec<W>,
+        report: Option<Box<Report>>,
+    },
 }
 
 /// How `get` answered a caller.
@@ -185,6 +279,14 @@ struct Flight<W> {
     sent: Stamp,
     attempts: Attempts,
     waiters: Vec<W>,
+    id: u64,
+    reason: Reason,
+    /// The status of the last attempt that got an answer's head.
+    status: Option<u16>,
+    /// A usable token was held when it started: a token that runs out before it ends ran out
+    /// while this refresh was failing.
+    refreshing: bool,
+    expired: Option<Expired>,
 }
 
 /// One provider's cache. `W` is whatever the driver uses to answer a waiting caller.
@@ -198,6 +300,8 @@ pub struct Cache<W> {
     /// The earliest moment (monotonic) for the next background refresh.
     refresh_not_before: Option<Duration>,
     refresh_failures: u32,
+    /// The held token's expiry while failing was noticed (`Expired`): it is reported once.
+    expiry_noticed: bool,
     stats: Stats,
 }
 
@@ -211,18 +315,19 @@ impl<W> Cache<W> {
             flight: None,
             refresh_not_before: None,
             refresh_failures: 0,
+            expiry_noticed: false,
             stats: Stats::default(),
         }
     }
 
     /// The cached token if it can be used now, without waiting. Inside the refresh margin this
     /// also starts a background refresh: the step is the driver's to run.
-    pub fn peek(&mut self, now: Stamp) -> (Option<Token>, Option<Step<W>>) {
+    pub fn peek(&mut self, now: Stamp) -> (Option<Token>, Option<Start<W>>) {
         let token = self.view(&now);
         let start = match &token {
             Some(t) if self.refresh_due(t, &now) => {
                 self.stats.background_refreshes += 1;
-                Some(self.start_flight(now))
+                Some(self.start_flight(now, Reason::RefreshAhead, None))
             }
             _ => None,
         };
@@ -231,16 +336,32 @@ impl<W> Cache<W> {
 
     /// A token for `waiter`: from memory unless `force`, else when the flight under way (or one
     /// started now, whose first step is returned) ends. Concurrent callers share one flight.
-    pub fn get(&mut self, now: Stamp, force: bool, waiter: W) -> (Get<W>, Option<Step<W>>) {
+    pub fn get(&mut self, now: Stamp, force: bool, waiter: W) -> (Get<W>, Option<Start<W>>) {
         if !force {
             let (token, start) = self.peek(now);
             if let Some(token) = token {
                 return (Get::Ready(token, waiter), start);
             }
         }
-        let start = match self.flight {
-            Some(_) => None,
-            None => Some(self.start_flight(now)),
+        // Fetches failed since the token was fetched, and now it is gone.
+        let expired = self.notice_expiry(&now, self.refresh_failures > 0);
+        let start = match self.flight.as_mut() {
+            Some(flight) => {
+                flight.expired = flight.expired.take().or(expired);
+                None
+            }
+            None => {
+                let reason = if force {
+                    Reason::Forced
+                } else if self.held.is_some() {
+                    Reason::Expired
+                } else if self.stats.fetches > 0 {
+                    Reason::RetryAfterFailure
+                } else {
+                    Reason::First
+                };
+                Some(self.start_flight(now, reason, expired))
+            }
         };
         if let Some(flight) = self.flight.as_mut() {
             flight.waiters.push(waiter);
@@ -259,11 +380,18 @@ impl<W> Cache<W> {
         self.flight.is_some()
     }
 
-    /// The attempt under way ended with `result` (see fetch.rs for how a driver makes it).
-    pub fn attempt_ended(&mut self, now: Stamp, result: Result<Fetched, Error>) -> Step<W> {
-        let Some(flight) = self.flight.as_ref() else {
+    /// The attempt under way ended with `result` (see fetch.rs for how a driver makes it);
+    /// `status` is the answer's HTTP status if its head was read.
+    pub fn attempt_ended(
+        &mut self,
+        now: Stamp,
+        result: Result<Fetched, Error>,
+        status: Option<u16>,
+    ) -> Step<W> {
+        let Some(flight) = self.flight.as_mut() else {
             return self.finish(now, Err(Error::Internal));
         };
+        flight.status = status;
         match result {
             Ok(fetched) => self.finish(now, Ok(fetched)),
             Err(error) => match flight.attempts.failed(now.mono, error, &mut self.rng) {
@@ -338,34 +466,67 @@ impl<W> Cache<W> {
     /// The held token as seen `now`, whatever is left of it.
     fn token_at(&self, held: &Held, now: &Stamp, attempts: u32) -> Token {
         let remaining = held.remaining(now);
+        let fresh_for = remaining.saturating_sub(held.margin(self.refresh_margin));
         Token {
             token: held.token.clone(),
             expires_in: remaining,
-            fresh_for: remaining.saturating_sub(held.margin(self.refresh_margin)),
+            fresh_for,
             at: now.wall,
             attempts,
+            failures: if fresh_for.is_zero() {
+                self.refresh_failures
+            } else {
+                0
+            },
         }
     }
 
-    fn start_flight(&mut self, now: Stamp) -> Step<W> {
+    /// The held token's end while fetches were `failing`, the first time it is seen.
+    fn notice_expiry(&mut self, now: &Stamp, failing: bool) -> Option<Expired> {
+        let held = self.held.as_ref()?;
+        if self.expiry_noticed || !failing || held.usable_for(now).is_some() {
+            return None;
+        }
+        self.expiry_noticed = true;
+        Some(Expired {
+            token: held.token.clone(),
+            failures: self.refresh_failures,
+            last_error: self.stats.last_error.unwrap_or(Error::Internal.code()),
+        })
+    }
+
+    fn start_flight(&mut self, now: Stamp, reason: Reason, expired: Option<Expired>) -> Start<W> {
         let mut attempts = Attempts::new(self.policy, now.mono);
         self.stats.fetches += 1;
         let first = attempts.start_attempt(now.mono);
+        let id = self.stats.fetches;
         self.flight = Some(Flight {
             sent: now,
             attempts,
             waiters: Vec::new(),
+            id,
+            reason,
+            status: None,
+            refreshing: self.view(&now).is_some(),
+            expired,
         });
-        match first {
+        let step = match first {
             Ok(timeout) => Step::Send { timeout },
             Err(error) => self.finish(now, Err(error)),
+        };
+        Start {
+            flight: id,
+            reason,
+            step,
         }
     }
 
     fn finish(&mut self, now: Stamp, result: Result<Fetched, Error>) -> Step<W> {
-        let (sent, attempts, waiters) = match self.flight.take() {
-            Some(f) => (f.sent, f.attempts.made(), f.waiters),
-            None => (now, 0, Vec::new()),
+        let flight = self.flight.take();
+        let failing_before = self.refresh_failures > 0;
+        let (sent, attempts) = match &flight {
+            Some(f) => (f.sent, f.attempts.made()),
+            None => (now, 0),
         };
         self.stats.requests += u64::from(attempts);
         self.stats.retries += u64::from(attempts.saturating_sub(1));
@@ -377,6 +538,7 @@ impl<W> Cache<W> {
                     sent,
                 };
                 self.refresh_failures = 0;
+                self.expiry_noticed = false;
                 self.refresh_not_before = Some(now.mono + BACKGROUND_MIN_INTERVAL);
                 // Waiters take the token even inside its skew: it is not expired, and a fetch
                 // slower than a tenth of the token's life will not go faster when repeated.
@@ -406,6 +568,7 @@ impl<W> Cache<W> {
                 Err(Failure { error, attempts })
             }
         };
+        let mut expired = None;
         if outcome.is_err()
             && self
                 .held
@@ -413,10 +576,35 @@ impl<W> Cache<W> {
                 .and_then(|h| h.usable_for(&now))
                 .is_none()
         {
+            // Static stability ran out: earlier fetches had failed, or this one failed while
+            // refreshing a token that was still usable. (A token that ran out unnoticed and
+            // whose first fetch then failed did not expire while the service was failing.)
+            let refreshing = flight.as_ref().is_some_and(|f| f.refreshing);
+            expired = self.notice_expiry(&now, failing_before || refreshing);
             // Nothing usable is held: drop the expired token rather than keep it around.
             self.held = None;
         }
-        Step::Done { outcome, waiters }
+        let Some(flight) = flight else {
+            return Step::Done {
+                outcome,
+                waiters: Vec::new(),
+                report: None,
+            };
+        };
+        let report = Box::new(Report {
+            flight: flight.id,
+            reason: flight.reason,
+            status: flight.status,
+            background: flight.waiters.is_empty(),
+            failures: self.refresh_failures,
+            held: self.view(&now),
+            expired: flight.expired.or(expired),
+        });
+        Step::Done {
+            outcome,
+            waiters: flight.waiters,
+            report: Some(report),
+        }
     }
 }
 
@@ -470,21 +658,45 @@ mod tests {
         Cache::new(POLICY, Duration::from_secs(240), 1)
     }
 
+    impl From<Start<u32>> for Step<u32> {
+        fn from(start: Start<u32>) -> Step<u32> {
+            start.step
+        }
+    }
+
     /// Runs a flight to its end, answering its attempts from `script` (each taking `took` seconds);
-    /// returns the outcome, the waiters handed it and the attempts sent.
+    /// returns the outcome and the waiters handed it.
     fn fly(
         cache: &mut Cache<u32>,
         clock: &mut Clock,
-        mut step: Step<u32>,
+        step: impl Into<Step<u32>>,
         script: &mut Vec<Result<Fetched, Error>>,
         took: f64,
     ) -> (Outcome, Vec<u32>) {
+        let (outcome, waiters, _) = fly_reported(cache, clock, step, script, took);
+        (outcome, waiters)
+    }
+
+    /// `fly`, with the flight's report. An answer's status is 200 for a token, else the error's.
+    fn fly_reported(
+        cache: &mut Cache<u32>,
+        clock: &mut Clock,
+        step: impl Into<Step<u32>>,
+        script: &mut Vec<Result<Fetched, Error>>,
+        took: f64,
+    ) -> (Outcome, Vec<u32>, Report) {
+        let mut step = step.into();
         loop {
             step = match step {
                 Step::Send { timeout } => {
                     assert!(timeout > Duration::ZERO);
                     clock.advance(took);
-                    cache.attempt_ended(clock.now(), script.remove(0))
+                    let result = script.remove(0);
+                    let status = match &result {
+                        Ok(_) => Some(200),
+                        Err(e) => e.status(),
+                    };
+                    cache.attempt_ended(clock.now(), result, status)
                 }
                 Step::SleepUntil(at) => {
                     let by = at - clock.now().mono;
@@ -492,7 +704,11 @@ mod tests {
                     clock.0.wall += by;
                     cache.wake(clock.now())
                 }
-                Step::Done { outcome, waiters } => return (outcome, waiters),
+                Step::Done {
+                    outcome,
+                    waiters,
+                    report,
+                } => return (outcome, waiters, *report.expect("a flight's report")),
             }
         }
     }
@@ -502,7 +718,7 @@ mod tests {
         clock: &Clock,
         force: bool,
         id: u32,
-    ) -> (Option<Token>, Option<Step<u32>>) {
+    ) -> (Option<Token>, Option<Start<u32>>) {
         match cache.get(clock.now(), force, id) {
             (Get::Ready(t, back), step) => {
                 assert_eq!(back, id);
@@ -829,9 +1045,17 @@ mod tests {
         let mut clock = Clock::new();
         let mut cache = cache();
         let (_, step) = get(&mut cache, &clock, false, 1);
-        assert!(matches!(step, Some(Step::Send { .. })));
+        assert!(matches!(
+            step,
+            Some(Start {
+                step: Step::Send { .. },
+                ..
+            })
+        ));
         match cache.abandon(clock.now()) {
-            Step::Done { outcome, waiters } => {
+            Step::Done {
+                outcome, waiters, ..
+            } => {
                 assert_eq!(outcome.unwrap_err().error, Error::Internal);
                 assert_eq!(waiters, [1]);
             }
@@ -872,6 +1096,238 @@ mod tests {
         );
     }
 
+    /// The reason of the flight `start` began.
+    fn reason(start: &Option<Start<u32>>) -> Reason {
+        start.as_ref().expect("a flight starts").reason
+    }
+
+    #[test]
+    fn each_flight_says_why_it_started() {
+        let mut clock = Clock::new();
+        let mut cache = cache();
+        let (_, first) = get(&mut cache, &clock, false, 1);
+        assert_eq!(
+            (reason(&first), first.as_ref().unwrap().flight),
+            (Reason::First, 1)
+        );
+        let _ = fly(
+            &mut cache,
+            &mut clock,
+            first.unwrap(),
+            &mut vec![Err(Error::NoServiceAccount)],
+            0.01,
+        );
+        let (_, retry) = get(&mut cache, &clock, false, 2);
+        assert_eq!(
+            (reason(&retry), retry.as_ref().unwrap().flight),
+            (Reason::RetryAfterFailure, 2)
+        );
+        let _ = fly(
+            &mut cache,
+            &mut clock,
+            retry.unwrap(),
+            &mut vec![token("a", 3600)],
+            0.01,
+        );
+        let (_, forced) = get(&mut cache, &clock, true, 3);
+        assert_eq!(reason(&forced), Reason::Forced);
+        let _ = fly(
+            &mut cache,
+            &mut clock,
+            forced.unwrap(),
+            &mut vec![token("a", 3600)],
+            0.01,
+        );
+        clock.advance(3500.0);
+        let (_, ahead) = cache.peek(clock.now());
+        assert_eq!(reason(&ahead), Reason::RefreshAhead);
+        let _ = fly(
+            &mut cache,
+            &mut clock,
+            ahead.unwrap(),
+            &mut vec![token("b", 3600)],
+            0.01,
+        );
+        clock.advance(3600.0);
+        let (_, expired) = get(&mut cache, &clock, false, 4);
+        assert_eq!(reason(&expired), Reason::Expired);
+        // The names are public API (README "Tracing and metrics"); the codes travel to wasm.
+        let all = [
+            Reason::First,
+            Reason::Expired,
+            Reason::RefreshAhead,
+            Reason::Forced,
+            Reason::RetryAfterFailure,
+        ];
+        let names: Vec<_> = all.iter().map(|r| r.name()).collect();
+        assert_eq!(
+            names,
+            [
+                "first",
+                "expired",
+                "refresh-ahead",
+                "forced",
+                "retry-after-failure"
+            ]
+        );
+        assert!(all.iter().all(|r| Reason::from_code(r.code()) == Some(*r)));
+        assert_eq!(Reason::from_code(5), None);
+    }
+
+    #[test]
+    fn a_report_says_how_a_flight_ended() {
+        let mut clock = Clock::new();
+        let mut cache = cache();
+        let (_, start) = get(&mut cache, &clock, false, 1);
+        let script = &mut vec![Err(Error::Status(503)), token("a", 3600)];
+        let (_, waiters, report) =
+            fly_reported(&mut cache, &mut clock, start.unwrap(), script, 0.01);
+        assert_eq!(waiters, [1]);
+        assert_eq!(
+            (report.flight, report.reason, report.status),
+            (1, Reason::First, Some(200))
+        );
+        assert!(!report.background && report.failures == 0 && report.expired.is_none());
+        assert_eq!(report.held.unwrap().token, "a");
+
+        // A refresh ahead that fails: nobody waited, and the token held is still served.
+        clock.advance(3500.0);
+        let (_, start) = cache.peek(clock.now());
+        let script = &mut vec![Err(Error::Status(403))];
+        let (outcome, waiters, report) =
+            fly_reported(&mut cache, &mut clock, start.unwrap(), script, 0.01);
+        assert!(outcome.is_err() && waiters.is_empty());
+        assert_eq!(
+            (report.reason, report.status, report.failures),
+            (Reason::RefreshAhead, Some(403), 1)
+        );
+        assert!(report.background);
+        let held = report.held.unwrap();
+        assert_eq!((held.token.as_str(), held.failures), ("a", 1));
+        // Calls now get it past its refresh point, and are told why.
+        let (served, _) = cache.peek(clock.now());
+        assert_eq!(served.unwrap().failures, 1);
+
+        // Callers that join a refresh ahead make it a foreground flight; a transport failure has
+        // no status.
+        clock.advance(2.0);
+        let (_, start) = cache.peek(clock.now());
+        let (_, joined) = get(&mut cache, &clock, true, 7);
+        assert!(joined.is_none());
+        let script = &mut vec![Err(Error::BadResponse("x".into()))];
+        let (_, waiters, report) =
+            fly_reported(&mut cache, &mut clock, start.unwrap(), script, 0.01);
+        assert_eq!(
+            (waiters, report.background, report.failures),
+            (vec![7], false, 2)
+        );
+        let script = &mut vec![Err(Error::Unreachable("connection refused")); 5];
+        let (_, start) = get(&mut cache, &clock, true, 8);
+        let (_, _, report) = fly_reported(&mut cache, &mut clock, start.unwrap(), script, 0.01);
+        assert_eq!((report.status, report.failures), (None, 3));
+
+        // A fresh token is not served stale, whatever failed before.
+        let (_, start) = get(&mut cache, &clock, true, 9);
+        let _ = fly(
+            &mut cache,
+            &mut clock,
+            start.unwrap(),
+            &mut vec![token("b", 3600)],
+            0.01,
+        );
+        assert_eq!(cache.peek(clock.now()).0.unwrap().failures, 0);
+    }
+
+    #[test]
+    fn a_token_that_expires_while_refreshes_fail_is_reported_once() {
+        let mut clock = Clock::new();
+        let mut cache = filled(&mut clock, "a", 3600);
+        clock.advance(3500.0);
+        let (_, start) = cache.peek(clock.now());
+        let script = &mut vec![Err(Error::Status(503)); 5];
+        let (_, _, report) = fly_reported(&mut cache, &mut clock, start.unwrap(), script, 0.01);
+        assert!(report.expired.is_none(), "still usable");
+        // It runs out with nobody asking; the first caller after finds it so.
+        clock.advance(200.0);
+        let (_, start) = get(&mut cache, &clock, false, 1);
+        assert_eq!(reason(&start), Reason::Expired);
+        let script = &mut vec![Err(Error::Status(503)); 5];
+        let (_, _, report) = fly_reported(&mut cache, &mut clock, start.unwrap(), script, 0.01);
+        let expired = report.expired.expect("reported with the flight under way");
+        assert_eq!(
+            (expired.token.as_str(), expired.failures, expired.last_error),
+            ("a", 1, "ERR_METADATA_STATUS")
+        );
+        let (_, start) = get(&mut cache, &clock, false, 2);
+        assert_eq!(reason(&start), Reason::RetryAfterFailure);
+        let (_, _, report) = fly_reported(
+            &mut cache,
+            &mut clock,
+            start.unwrap(),
+            &mut vec![token("b", 60)],
+            0.01,
+        );
+        assert!(report.expired.is_none(), "once per token");
+    }
+
+    #[test]
+    fn a_refresh_that_fails_past_the_tokens_end_reports_it() {
+        let mut clock = Clock::new();
+        let mut cache = filled(&mut clock, "a", 20);
+        clock.advance(15.0);
+        let (_, start) = cache.peek(clock.now());
+        // Each timeout takes 1 s: the token (usable until 18 s) runs out during the refresh.
+        let script = &mut vec![Err(Error::Timeout); 5];
+        let (_, _, report) = fly_reported(&mut cache, &mut clock, start.unwrap(), script, 1.0);
+        assert!(report.held.is_none());
+        assert_eq!(report.expired.unwrap().failures, 1);
+    }
+
+    #[test]
+    fn a_caller_joining_a_failing_refresh_of_a_token_run_out_reports_it_with_that_refresh() {
+        let mut clock = Clock::new();
+        let mut cache = filled(&mut clock, "a", 20);
+        clock.advance(15.0);
+        let (_, start) = cache.peek(clock.now());
+        let _ = fly(
+            &mut cache,
+            &mut clock,
+            start.unwrap(),
+            &mut vec![Err(Error::Status(403))],
+            0.01,
+        );
+        clock.advance(1.5);
+        let (_, retry) = cache.peek(clock.now());
+        let retry = retry.expect("the refresh is tried again");
+        clock.advance(2.0);
+        let (_, joined) = get(&mut cache, &clock, false, 1);
+        assert!(joined.is_none(), "joins the refresh under way");
+        let (outcome, waiters, report) = fly_reported(
+            &mut cache,
+            &mut clock,
+            retry,
+            &mut vec![token("b", 20)],
+            0.01,
+        );
+        assert_eq!(
+            (outcome.unwrap().token, waiters),
+            ("b".to_string(), vec![1])
+        );
+        assert_eq!(report.expired.unwrap().token, "a");
+    }
+
+    #[test]
+    fn a_token_run_out_unnoticed_whose_fetch_fails_did_not_expire_while_failing() {
+        let mut clock = Clock::new();
+        let mut cache = filled(&mut clock, "a", 60);
+        clock.advance(3600.0);
+        let (_, start) = get(&mut cache, &clock, false, 1);
+        assert_eq!(reason(&start), Reason::Expired);
+        let script = &mut vec![Err(Error::Status(500)); 5];
+        let (_, _, report) = fly_reported(&mut cache, &mut clock, start.unwrap(), script, 0.01);
+        assert!(report.expired.is_none() && report.held.is_none());
+    }
+
     #[test]
     fn deadlines_are_whole_milliseconds() {
         let t = Token {
@@ -880,6 +1336,7 @@ mod tests {
             fresh_for: Duration::from_micros(900),
             at: Duration::from_micros(1_000_000_500),
             attempts: 0,
+            failures: 0,
         };
         assert_eq!(t.deadlines_ms(), (1_002_000.0, 1_000_001.0));
     }

@@ -96,6 +96,8 @@ pub struct Response {
     received: bool,
     closed: bool,
     keep_alive: bool,
+    /// The final answer's status, once its head is read (for observers: see `status`).
+    status: Option<u16>,
 }
 
 /// What the lines of a head said so far.
@@ -129,6 +131,7 @@ impl Response {
             received: false,
             closed: false,
             keep_alive: false,
+            status: None,
         }
     }
 
@@ -145,6 +148,11 @@ impl Response {
     /// was closed by the server while idle: see `fetch::resend_on_new_connection`).
     pub fn answered(&self) -> bool {
         self.received
+    }
+
+    /// The final answer's status once its head has been read (interim 1xx heads do not count).
+    pub fn status(&self) -> Option<u16> {
+        self.status
     }
 
     fn unread(&self) -> &[u8] {
@@ -315,6 +323,7 @@ impl Response {
         if self.phase == Phase::UntilClose {
             self.keep_alive = false;
         }
+        self.status = Some(status);
         Ok(Some(Event::Head {
             status,
             from_metadata: head.flavor_fields == 1 && head.flavor_google,
@@ -960,6 +969,17 @@ mod tests {
         assert_eq!(r, Ok(vec![head(204, false), body("", true)]));
         let r = read(b"HTTP/1.1 101 Switching Protocols\r\n\r\n", 99, false);
         assert_eq!(r, Ok(vec![head(101, false), body("", true)]));
+    }
+
+    #[test]
+    fn the_status_is_the_final_answers_once_its_head_is_read() {
+        let mut r = Response::new(64);
+        r.feed(b"HTTP/1.1 103 Early Hints\r\n\r\nHTTP/1.1 503 Busy\r\nContent-Len");
+        assert_eq!(r.next(), Ok(Event::More));
+        assert_eq!(r.status(), None, "an interim answer is not the answer");
+        r.feed(b"gth: 0\r\n\r\n");
+        assert_eq!(r.next(), Ok(head(503, false)));
+        assert_eq!(r.status(), Some(503));
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! attempt), and keeps the default provider's cache shared by every thread of the process.
 
 use super::transport::{self, Target};
-use crate::cache::{Cache, Get, Outcome, Stamp, Stats, Step, Token};
+use crate::cache::{Cache, Get, Outcome, Reason, Report, Stamp, Start, Stats, Step, Token};
 use crate::config::{self, Settings};
 use crate::error::Error;
 use crate::fetch;
@@ -48,10 +48,24 @@ fn now() -> Stamp {
 }
 
 /// A caller waiting for a flight: which JavaScript object asked (for `release`), and how to answer
-/// it (`None`: released, its callers gave up).
+/// it (`None`: released, its callers gave up). The flight's report comes along for the object
+/// that started the flight.
 pub struct Waiter {
     pub owner: usize,
-    pub answer: Box<dyn FnOnce(Option<Outcome>) + Send>,
+    pub answer: Box<dyn FnOnce(Answer) + Send>,
+}
+
+pub type Answer = Option<(Outcome, Option<Box<Report>>)>;
+
+/// Hands the end of a flight to the JavaScript thread that started it, when no caller of that
+/// thread waits for it (a background refresh, or callers that all gave up).
+pub type Observer = Arc<dyn Fn(Outcome, Box<Report>) + Send + Sync>;
+
+/// The JavaScript object that started a flight. Its observer is looked up when the flight ends,
+/// so one set while the flight starts (index.js does so as it learns of the start) is used.
+pub struct Starter {
+    pub owner: usize,
+    pub observer: Arc<OnceLock<Observer>>,
 }
 
 pub struct Provider {
@@ -96,25 +110,33 @@ impl Provider {
         &self.url
     }
 
-    /// The cached token if it is usable now; inside the refresh margin this starts a background
-    /// refresh.
-    pub fn peek(self: &Arc<Self>) -> Option<Token> {
-        let (token, start) = self.lock().peek(now());
-        if let Some(step) = start {
-            self.run(step);
-        }
-        token
+    pub fn address(&self) -> (&str, u16) {
+        self.target.address()
     }
 
-    /// Answers `waiter` from memory unless `force`, else when the flight ends.
-    pub fn get(self: &Arc<Self>, force: bool, waiter: Waiter) {
+    /// The cached token if it is usable now; inside the refresh margin this starts a background
+    /// refresh, whose first step is the caller's to `run`.
+    pub fn peek(&self) -> (Option<Token>, Option<Start<Waiter>>) {
+        self.lock().peek(now())
+    }
+
+    /// Answers `waiter` from memory unless `force`, else when the flight ends; a flight started
+    /// for it is under way on return.
+    pub fn get(
+        self: &Arc<Self>,
+        force: bool,
+        waiter: Waiter,
+        starter: Starter,
+    ) -> Option<(u64, Reason)> {
         let (got, start) = self.lock().get(now(), force, waiter);
-        if let Some(step) = start {
-            self.run(step);
-        }
+        let started = start.map(|start| {
+            self.run(start.step, starter);
+            (start.flight, start.reason)
+        });
         if let Get::Ready(token, waiter) = got {
-            (waiter.answer)(Some(Ok(token)));
+            (waiter.answer)(Some((Ok(token), None)));
         }
+        started
     }
 
     /// Takes `owner`'s waiters out of the flight under way and answers them as released; the
@@ -139,51 +161,70 @@ impl Provider {
     }
 
     /// Runs a flight from its first step on the runtime.
-    fn run(self: &Arc<Self>, step: Step<Waiter>) {
+    pub fn run(self: &Arc<Self>, step: Step<Waiter>, starter: Starter) {
         if let Step::Done { .. } = step {
-            return deliver(step);
+            return deliver(step, &starter);
         }
         // Starting the runtime can fail (no thread allowed in a tight container). The flight must
         // still end, or every later caller would wait on it forever.
         let runtime = match std::panic::catch_unwind(runtime) {
             Ok(runtime) => runtime,
-            Err(_) => return deliver(self.lock().abandon(now())),
+            Err(_) => return deliver(self.lock().abandon(now()), &starter),
         };
         let provider = Arc::clone(self);
         runtime.spawn(async move {
             // The flight runs as a task of its own so that a panic in it ends as an error for
             // the waiters instead of leaving them waiting forever.
             let flying = Arc::clone(&provider);
-            if tokio::spawn(flying.fly(step)).await.is_err() {
-                deliver(provider.lock().abandon(now()));
+            match tokio::spawn(flying.fly(step)).await {
+                Ok(done) => deliver(done, &starter),
+                Err(_) => deliver(provider.lock().abandon(now()), &starter),
             }
         });
     }
 
-    async fn fly(self: Arc<Self>, mut step: Step<Waiter>) {
+    /// Runs a flight to its end, which it returns.
+    async fn fly(self: Arc<Self>, mut step: Step<Waiter>) -> Step<Waiter> {
         loop {
             step = match step {
                 Step::Send { timeout } => {
-                    let result = transport::attempt(&self.target, timeout).await;
-                    self.lock().attempt_ended(now(), result)
+                    let (result, status) = transport::attempt(&self.target, timeout).await;
+                    self.lock().attempt_ended(now(), result, status)
                 }
                 Step::SleepUntil(at) => {
                     let wait = at.saturating_sub(now().mono);
                     tokio::time::sleep(wait).await;
                     self.lock().wake(now())
                 }
-                Step::Done { .. } => return deliver(step),
+                Step::Done { .. } => return step,
             }
         }
     }
 }
 
-/// Hands a finished flight's outcome to its waiters, outside the lock.
-fn deliver(step: Step<Waiter>) {
-    if let Step::Done { outcome, waiters } = step {
-        for waiter in waiters {
-            (waiter.answer)(Some(outcome.clone()));
+/// Hands a finished flight's outcome to its waiters, outside the lock, and its report to the
+/// object that started it: with that object's own answer if it waits, else to its observer.
+fn deliver(step: Step<Waiter>, starter: &Starter) {
+    let Step::Done {
+        outcome,
+        waiters,
+        mut report,
+    } = step
+    else {
+        return;
+    };
+    if !waiters.iter().any(|w| w.owner == starter.owner) {
+        if let (Some(report), Some(observer)) = (report.take(), starter.observer.get()) {
+            observer(outcome.clone(), report);
         }
+    }
+    for waiter in waiters {
+        let report = if waiter.owner == starter.owner {
+            report.take()
+        } else {
+            None
+        };
+        (waiter.answer)(Some((outcome.clone(), report)));
     }
 }
 

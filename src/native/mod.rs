@@ -8,14 +8,15 @@
 mod driver;
 mod transport;
 
-use crate::cache::{Outcome as CoreOutcome, Token};
+use crate::cache::{Outcome as CoreOutcome, Report, Token};
 use crate::config::{self, Environment, OptionValue};
 use crate::error;
-use driver::{Provider, Waiter};
+use driver::{Answer, Observer, Provider, Starter, Waiter};
 use napi::bindgen_prelude::*;
+use napi::threadsafe_function::ThreadsafeFunctionCallMode;
 use napi_derive::napi;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 /// A token as JavaScript gets it. Times are wall-clock milliseconds since the epoch, the scale of
 /// `Date.now()`, so they stay right however late JavaScript reads them.
@@ -24,10 +25,13 @@ pub struct Snapshot {
     pub token: String,
     pub expires_at_ms: f64,
     pub fresh_until_ms: f64,
+    /// Fetches failed in a row while it is past its refresh point (`cache::Token::failures`).
+    pub failures: u32,
 }
 
 /// The result of a fetch: `token` and times on success, `code` and `message` on failure, only
-/// `released` for a caller taken out of the flight by `release()`.
+/// `released` for a caller taken out of the flight by `release()`. `report` comes to the object
+/// that started the flight (`cache::Report`).
 #[napi(object)]
 pub struct Outcome {
     pub released: bool,
@@ -38,6 +42,27 @@ pub struct Outcome {
     pub message: Option<String>,
     pub status: Option<u32>,
     pub attempts: u32,
+    pub report: Option<FlightReport>,
+}
+
+/// `cache::Report` as JavaScript gets it.
+#[napi(object)]
+pub struct FlightReport {
+    pub flight: f64,
+    pub reason: String,
+    pub background: bool,
+    pub status: Option<u32>,
+    pub failures: u32,
+    pub held: Option<Snapshot>,
+    pub expired: Option<ExpiredToken>,
+}
+
+/// `cache::Expired` as JavaScript gets it.
+#[napi(object)]
+pub struct ExpiredToken {
+    pub token: String,
+    pub failures: u32,
+    pub last_error_code: String,
 }
 
 #[napi(object)]
@@ -57,6 +82,9 @@ pub struct NativeProvider {
     url: Arc<str>,
     /// Tells this object's waiters apart from other threads' in a shared provider's flight.
     id: usize,
+    /// Set by `observe`; flights this object starts hand it their end when no caller of this
+    /// object waits for them.
+    observer: Arc<OnceLock<Observer>>,
 }
 
 #[napi]
@@ -82,31 +110,80 @@ impl NativeProvider {
             url: provider.url().into(),
             provider,
             id: IDS.fetch_add(1, Ordering::Relaxed),
+            observer: Arc::default(),
         })
     }
 
-    /// The cached token if it is usable now, else `null`. No thread hop, no network.
+    /// The cached token if it is usable now, else `null`. No thread hop, no network. Inside the
+    /// refresh margin a background refresh may start: `onStart(flight, reason)` is called before
+    /// it runs, so that an observer it sets sees its end.
     #[napi(catch_unwind)]
-    pub fn peek(&self) -> Option<Snapshot> {
-        self.provider.peek().map(snapshot)
+    pub fn peek(
+        &self,
+        on_start: Option<Function<FnArgs<(f64, String)>, ()>>,
+    ) -> napi::Result<Option<Snapshot>> {
+        let (token, start) = self.provider.peek();
+        if let Some(start) = start {
+            let told = on_start
+                .map(|f| f.call((start.flight as f64, start.reason.name().to_string()).into()));
+            // The flight runs whatever the callback did: its waiters must not wait forever.
+            self.provider.run(start.step, self.starter());
+            told.transpose()?;
+        }
+        Ok(token.map(snapshot))
     }
 
-    /// A promise of an `Outcome`; concurrent calls share one upstream fetch.
+    /// A promise of an `Outcome`; concurrent calls share one upstream fetch. When this call
+    /// starts one, `onStart(flight, reason)` is called once it is under way.
     #[napi(ts_return_type = "Promise<Outcome>", catch_unwind)]
-    pub fn fetch<'env>(&self, env: &'env Env, force: bool) -> napi::Result<Object<'env>> {
+    pub fn fetch<'env>(
+        &self,
+        env: &'env Env,
+        force: bool,
+        on_start: Option<Function<FnArgs<(f64, String)>, ()>>,
+    ) -> napi::Result<Object<'env>> {
         let (deferred, promise) = env.create_deferred()?;
         let url = Arc::clone(&self.url);
-        let answer = move |result: Option<CoreOutcome>| {
-            deferred.resolve(move |_| Ok(result.map_or_else(released, |r| outcome(r, &url))))
+        let answer = move |result: Answer| {
+            deferred.resolve(move |_| {
+                Ok(result.map_or_else(released, |(r, report)| outcome(r, report, &url)))
+            })
         };
-        self.provider.get(
-            force,
-            Waiter {
-                owner: self.id,
-                answer: Box::new(answer),
-            },
-        );
+        let waiter = Waiter {
+            owner: self.id,
+            answer: Box::new(answer),
+        };
+        if let Some((flight, reason)) = self.provider.get(force, waiter, self.starter()) {
+            if let Some(f) = on_start {
+                f.call((flight as f64, reason.name().to_string()).into())?;
+            }
+        }
         Ok(promise)
+    }
+
+    /// Has `callback(outcome)` called, on this thread, with the end of each flight this object
+    /// starts from now on that no caller of this object waits for (the outcome's `report` says
+    /// how it went). Through a thread-safe function made here, once: the first call wins. It is
+    /// unref'd, so it never keeps Node alive.
+    #[napi(catch_unwind)]
+    pub fn observe(&self, callback: Function<Outcome, ()>) -> napi::Result<()> {
+        if self.observer.get().is_some() {
+            return Ok(());
+        }
+        let tsfn = callback
+            .build_threadsafe_function::<Outcome>()
+            .weak::<true>()
+            .build()?;
+        let url = Arc::clone(&self.url);
+        let observer: Observer = Arc::new(move |result, report| {
+            // A thread that has ended takes no more calls; its flights' ends go nowhere.
+            let _ = tsfn.call(
+                outcome(result, Some(report), &url),
+                ThreadsafeFunctionCallMode::NonBlocking,
+            );
+        });
+        let _ = self.observer.set(observer);
+        Ok(())
     }
 
     /// Settles this object's pending `fetch` promises as released, at once: their callers gave up,
@@ -134,6 +211,26 @@ impl NativeProvider {
     pub fn url(&self) -> String {
         self.url.to_string()
     }
+
+    /// The host the attempts connect to (an IPv6 address without brackets).
+    #[napi(getter, catch_unwind)]
+    pub fn host(&self) -> String {
+        self.provider.address().0.to_string()
+    }
+
+    #[napi(getter, catch_unwind)]
+    pub fn port(&self) -> u32 {
+        u32::from(self.provider.address().1)
+    }
+}
+
+impl NativeProvider {
+    fn starter(&self) -> Starter {
+        Starter {
+            owner: self.id,
+            observer: Arc::clone(&self.observer),
+        }
+    }
 }
 
 /// Milliseconds a token that had `lifetime_ms` when it arrived `elapsed_ms` ago can still be used,
@@ -158,7 +255,24 @@ fn snapshot(t: Token) -> Snapshot {
     Snapshot {
         expires_at_ms,
         fresh_until_ms,
+        failures: t.failures,
         token: t.token,
+    }
+}
+
+fn flight_report(r: Report) -> FlightReport {
+    FlightReport {
+        flight: r.flight as f64,
+        reason: r.reason.name().to_string(),
+        background: r.background,
+        status: r.status.map(u32::from),
+        failures: r.failures,
+        held: r.held.map(snapshot),
+        expired: r.expired.map(|e| ExpiredToken {
+            token: e.token,
+            failures: e.failures,
+            last_error_code: e.last_error.to_string(),
+        }),
     }
 }
 
@@ -172,10 +286,12 @@ fn released() -> Outcome {
         message: None,
         status: None,
         attempts: 0,
+        report: None,
     }
 }
 
-fn outcome(result: CoreOutcome, url: &str) -> Outcome {
+fn outcome(result: CoreOutcome, report: Option<Box<Report>>, url: &str) -> Outcome {
+    let report = report.map(|r| flight_report(*r));
     match result {
         Ok(t) => {
             let (expires_at_ms, fresh_until_ms) = t.deadlines_ms();
@@ -188,6 +304,7 @@ fn outcome(result: CoreOutcome, url: &str) -> Outcome {
                 code: None,
                 message: None,
                 status: None,
+                report,
             }
         }
         Err(f) => Outcome {
@@ -199,6 +316,7 @@ fn outcome(result: CoreOutcome, url: &str) -> Outcome {
             message: Some(f.error.describe(url, f.attempts)),
             status: f.error.status().map(u32::from),
             attempts: f.attempts,
+            report,
         },
     }
 }

@@ -33,6 +33,11 @@ impl Target {
         }
     }
 
+    /// The host (an IPv6 address without brackets) and port the attempts connect to.
+    pub fn address(&self) -> (&str, u16) {
+        (&self.host, self.port)
+    }
+
     /// The key of the connection kept for this address.
     fn key(&self) -> (String, u16) {
         (self.host.clone(), self.port)
@@ -47,42 +52,45 @@ fn idle() -> &'static Mutex<HashMap<(String, u16), TcpStream>> {
     IDLE.get_or_init(Mutex::default)
 }
 
+/// What an attempt came to, and the HTTP status of its answer when the core read one (the wasm
+/// driver reports the same: a status only with a result read from an answer).
+pub type Attempted = (Result<Fetched, Error>, Option<u16>);
+
 /// One attempt, bounded by `timeout` from the name lookup to the last byte of the body.
-pub async fn attempt(target: &Target, timeout: Duration) -> Result<Fetched, Error> {
+pub async fn attempt(target: &Target, timeout: Duration) -> Attempted {
     tokio::time::timeout(timeout, attempt_untimed(target))
         .await
-        .unwrap_or(Err(Error::Timeout))
+        .unwrap_or((Err(Error::Timeout), None))
 }
 
-async fn attempt_untimed(target: &Target) -> Result<Fetched, Error> {
+async fn attempt_untimed(target: &Target) -> Attempted {
     let kept = idle()
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .remove(&target.key());
     if let Some(stream) = kept.filter(still_idle) {
-        if let Some(result) = exchange(stream, target, true).await {
-            return result;
+        if let Some(attempted) = exchange(stream, target, true).await {
+            return attempted;
         }
     }
-    let stream = connect(target).await.map_err(fetch::transport_error)?;
+    let stream = match connect(target).await {
+        Ok(stream) => stream,
+        Err(failure) => return (Err(fetch::transport_error(failure)), None),
+    };
     exchange(stream, target, false)
         .await
-        .unwrap_or(Err(fetch::transport_error(Transport::Closed)))
+        .unwrap_or((Err(fetch::transport_error(Transport::Closed)), None))
 }
 
 /// Sends the request on `stream` and reads the answer; None when the core says to send it again
 /// on a new connection (a kept one that ended before answering).
-async fn exchange(
-    mut stream: TcpStream,
-    target: &Target,
-    reused: bool,
-) -> Option<Result<Fetched, Error>> {
+async fn exchange(mut stream: TcpStream, target: &Target, reused: bool) -> Option<Attempted> {
     let mut answer = fetch::new_answer();
     let failed = |kind, answer: &_| {
         if fetch::resend_on_new_connection(reused, answer) {
             None
         } else {
-            Some(Err(fetch::transport_error(kind)))
+            Some((Err(fetch::transport_error(kind)), None))
         }
     };
     if let Err(e) = stream.write_all(&target.request).await {
@@ -95,7 +103,7 @@ async fn exchange(
                 let mut idle = idle().lock().unwrap_or_else(|p| p.into_inner());
                 idle.entry(target.key()).or_insert(stream);
             }
-            return Some(result);
+            return Some((result, answer.status()));
         }
         match stream.read(&mut buffer).await {
             Ok(0) if fetch::resend_on_new_connection(reused, &answer) => return None,

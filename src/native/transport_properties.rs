@@ -94,7 +94,7 @@ async fn attempt_against(
     });
     let request = fetch::request_head(&format!("127.0.0.1:{port}"), "/token").into_bytes();
     let target = transport::Target::new("127.0.0.1", port, request);
-    let result = transport::attempt(&target, timeout).await;
+    let (result, _) = transport::attempt(&target, timeout).await;
     server.abort();
     result
 }

@@ -13,14 +13,19 @@
 //! token (in `IO`, deadlines in `NUMS[0]`, `NUMS[1]`, attempts in `NUMS[2]`), 4 done with an error
 //! (`IO` holds "code\nmessage", attempts in `NUMS[2]`, HTTP status or -1 in `NUMS[3]`).
 //! When a step ends an attempt, `NUMS[5]` is 1 if its connection can carry the next request.
+//! A `peek` or `get` that starts a flight puts its number in `NUMS[8]` (else -1) and the code of
+//! its reason (`cache::Reason`) in `NUMS[9]`; a token answered from memory has its failures
+//! (`cache::Token::failures`) in `NUMS[10]`. After a done step, `report` tells how the flight
+//! went (`cache::Report`).
 //! A 32-bit module has one thread, so plain statics behind `RefCell`s hold the state.
 
-use crate::cache::{from_ms, to_ms, Cache, Get, Outcome, Stamp, Step};
+use crate::cache::{from_ms, to_ms, Cache, Get, Outcome, Reason, Report, Stamp, Start, Step};
 use crate::config::{self, Environment, OptionValue, Settings};
 use crate::error::Error;
 use crate::fetch::{self, Fetched, Transport};
 use crate::http1;
 use crate::retry::Policy;
+use alloc::boxed::Box;
 use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
@@ -41,12 +46,17 @@ struct Provider {
     url: String,
     /// The answer of the attempt under way, as its bytes arrive.
     response: Option<http1::Response>,
+    /// The report of the flight that ended last, until `report` reads it.
+    report: Option<Box<Report>>,
 }
+
+/// Numbers in `NUMS`: see the module note.
+const NUMS_LEN: usize = 16;
 
 #[derive(Default)]
 struct State {
     io: Vec<u8>,
-    nums: [f64; 8],
+    nums: [f64; NUMS_LEN],
     options: Vec<(String, OptionValue)>,
     not_an_object: Option<&'static str>,
     providers: Vec<Option<Provider>>,
@@ -58,7 +68,7 @@ unsafe impl Sync for Global {}
 
 static STATE: Global = Global(RefCell::new(State {
     io: Vec::new(),
-    nums: [0.0; 8],
+    nums: [0.0; NUMS_LEN],
     options: Vec::new(),
     not_an_object: None,
     providers: Vec::new(),
@@ -117,7 +127,14 @@ impl State {
                 self.nums[4] = to_ms(at);
                 STEP_SLEEP
             }
-            Step::Done { outcome, .. } => self.outcome(outcome, handle),
+            Step::Done {
+                outcome, report, ..
+            } => {
+                if let Some(p) = self.provider(handle) {
+                    p.report = report;
+                }
+                self.outcome(outcome, handle)
+            }
         }
     }
 
@@ -143,20 +160,29 @@ impl State {
     fn answer(
         &mut self,
         token: Option<crate::cache::Token>,
-        step: Option<Step<()>>,
+        start: Option<Start<()>>,
         handle: u32,
     ) -> u32 {
-        let step = match step {
-            // A flight over before it began has no caller of its own to tell (a background
-            // refresh): the cache has recorded it.
-            Some(Step::Done { waiters, .. }) if waiters.is_empty() && token.is_some() => STEP_NONE,
-            Some(step) => self.step(step, handle),
+        self.nums[8] = -1.0;
+        let step = match start {
+            // A flight over before it began (impossible: a deadline is at least 1 ms) has no
+            // caller of its own to tell (a background refresh): the cache has recorded it.
+            Some(Start {
+                step: Step::Done { waiters, .. },
+                ..
+            }) if waiters.is_empty() && token.is_some() => STEP_NONE,
+            Some(start) => {
+                self.nums[8] = start.flight as f64;
+                self.nums[9] = f64::from(start.reason.code());
+                self.step(start.step, handle)
+            }
             None => STEP_NONE,
         };
         let Some(token) = token else {
             return step << 1;
         };
         (self.nums[0], self.nums[1]) = token.deadlines_ms();
+        self.nums[10] = f64::from(token.failures);
         self.set_io(&token.token);
         1 | step << 1
     }
@@ -248,6 +274,7 @@ pub extern "C" fn provider_new(yc_len: i32, gce_len: i32, seed: f64) -> i32 {
             url: settings.url(),
             settings,
             response: None,
+            report: None,
         };
         let free = s.providers.iter().position(Option::is_none);
         let handle = match free {
@@ -364,30 +391,38 @@ pub extern "C" fn attempt_eof(handle: u32, mono: f64, wall: f64) -> u32 {
 fn read_on(handle: u32, at: Stamp) -> u32 {
     let read = with(
         |s| match s.provider(handle).and_then(|p| p.response.as_mut()) {
-            Some(response) => fetch::read_answer(response),
+            Some(response) => fetch::read_answer(response)
+                .map(|(result, reusable)| (result, reusable, response.status())),
             // No answer under way: this core was made again after a trap (in another provider's
             // call, say) and lost the attempt. The attempt ends with an internal error, which
             // settles its callers; waiting for more bytes would leave them waiting for ever once
             // the connection closes.
-            None => Some((Err(Error::Internal), false)),
+            None => Some((Err(Error::Internal), false, None)),
         },
     );
     match read {
-        Some((result, reusable)) => end_attempt(handle, at, result, reusable),
+        Some((result, reusable, status)) => end_attempt(handle, at, result, reusable, status),
         None => STEP_NONE,
     }
 }
 
-/// The attempt under way ended with `result`: its answer is dropped, `NUMS[5]` says whether its
-/// connection is kept, and the cache says what comes next.
-fn end_attempt(handle: u32, at: Stamp, result: Result<Fetched, Error>, reusable: bool) -> u32 {
+/// The attempt under way ended with `result` (read from an answer with `status`, if any): its
+/// answer is dropped, `NUMS[5]` says whether its connection is kept, and the cache says what
+/// comes next.
+fn end_attempt(
+    handle: u32,
+    at: Stamp,
+    result: Result<Fetched, Error>,
+    reusable: bool,
+    status: Option<u16>,
+) -> u32 {
     with(|s| {
         s.nums[5] = if reusable { 1.0 } else { 0.0 };
         if let Some(p) = s.provider(handle) {
             p.response = None;
         }
     });
-    on_step(handle, |c| c.attempt_ended(at, result))
+    on_step(handle, |c| c.attempt_ended(at, result, status))
 }
 
 /// Takes a flight of a scratch provider through a canned answer, touching no provider and
@@ -404,7 +439,7 @@ pub extern "C" fn warm() {
     let mut response = fetch::new_answer();
     response.feed(http1::SAMPLE_ANSWER);
     let (result, _) = fetch::read_answer(&mut response).unwrap_or((Err(Error::Internal), false));
-    let step = cache.attempt_ended(at, result);
+    let step = cache.attempt_ended(at, result, response.status());
     State::default().step(step, 0);
 }
 
@@ -424,7 +459,7 @@ pub extern "C" fn attempt_failed(handle: u32, mono: f64, wall: f64, kind: u32) -
         7 => fetch::transport_error(Transport::NotHttp),
         _ => fetch::transport_error(Transport::Other),
     };
-    end_attempt(handle, stamp(mono, wall), Err(error), false)
+    end_attempt(handle, stamp(mono, wall), Err(error), false, None)
 }
 
 /// The attempt's request went out: see `Cache::attempt_sent`. Its answer is read from here on.
@@ -483,6 +518,55 @@ pub extern "C" fn is_b64token(len: u32) -> u32 {
     with(|s| {
         let bytes = &s.io[..(len as usize).min(s.io.len())];
         u32::from(core::str::from_utf8(bytes).is_ok_and(fetch::is_b64token))
+    })
+}
+
+/// The name of the reason whose code is `code` (`cache::Reason`), in `IO`; empty for none.
+#[no_mangle]
+pub extern "C" fn reason_name(code: u32) {
+    with(|s| s.set_io(Reason::from_code(code).map_or("", Reason::name)))
+}
+
+/// How the flight that ended last went (`cache::Report`), once: `NUMS[0]` its number (-1: no
+/// report), `NUMS[1]` its reason's code, `NUMS[2]` 1 if no caller waited, `NUMS[3]` the last
+/// attempt's HTTP status or -1, `NUMS[4]` fetches failed in a row; the token held after it:
+/// its deadlines in `NUMS[5]`, `NUMS[6]` (-1: none), its failures in `NUMS[7]`; a token that ran
+/// out while failing: its failures in `NUMS[8]` (-1: none). `IO` holds the held token, the
+/// expired one and the last error code, a line each (tokens hold no control characters).
+#[no_mangle]
+pub extern "C" fn report(handle: u32) {
+    with(|s| {
+        let Some(r) = s.provider(handle).and_then(|p| p.report.take()) else {
+            s.nums[0] = -1.0;
+            return;
+        };
+        let (held, expires, fresh, held_failures) = match &r.held {
+            Some(t) => {
+                let (expires, fresh) = t.deadlines_ms();
+                (t.token.as_str(), expires, fresh, f64::from(t.failures))
+            }
+            None => ("", -1.0, -1.0, 0.0),
+        };
+        let (expired, expired_failures, last_error) = match &r.expired {
+            Some(e) => (e.token.as_str(), f64::from(e.failures), e.last_error),
+            None => ("", -1.0, ""),
+        };
+        s.nums[..9].copy_from_slice(&[
+            r.flight as f64,
+            f64::from(r.reason.code()),
+            if r.background { 1.0 } else { 0.0 },
+            r.status.map_or(-1.0, f64::from),
+            f64::from(r.failures),
+            expires,
+            fresh,
+            held_failures,
+            expired_failures,
+        ]);
+        let mut io = String::with_capacity(held.len() + expired.len() + last_error.len() + 2);
+        for part in [held, "\n", expired, "\n", last_error] {
+            io.push_str(part);
+        }
+        s.set_io(&io);
     })
 }
 
