@@ -255,6 +255,8 @@ impl Reader<'_> {
     // (`Deserializer::parse_integer` and what it calls): the digits of the significand while they
     // fit a u64 (the rest only move the exponent), then one multiplication or division by a power
     // of ten. The f64 that comes out, and whether it is out of range, are serde_json's, to the bit.
+    // What only a fraction, an exponent or a very long integer needs is out of line: servers
+    // write `"expires_in":3600`, and V8 compiles a wasm function whole at its first call.
 
     fn number(&mut self) -> Result<Field, NotJson> {
         let positive = self.peek() != Some(b'-');
@@ -302,6 +304,7 @@ impl Reader<'_> {
     }
 
     /// An integer part too long for a u64: the digits past it count as powers of ten.
+    #[inline(never)]
     fn long_integer(&mut self, positive: bool, significand: u64) -> Result<f64, NotJson> {
         let mut exponent = 0;
         while self.digit().is_some() {
@@ -316,6 +319,7 @@ impl Reader<'_> {
     }
 
     /// At the `.`: the fraction's digits join the significand while it has room.
+    #[inline(never)]
     fn decimal(
         &mut self,
         positive: bool,
@@ -344,6 +348,7 @@ impl Reader<'_> {
     }
 
     /// At the `e`.
+    #[inline(never)]
     fn exponent(
         &mut self,
         positive: bool,
