@@ -23,6 +23,8 @@ mod error;
 mod fetch;
 #[path = "core/http1.rs"]
 mod http1;
+#[path = "core/json.rs"]
+mod json;
 #[path = "core/retry.rs"]
 mod retry;
 

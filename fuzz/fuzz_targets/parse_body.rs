@@ -14,6 +14,8 @@ mod fetch;
 #[allow(dead_code)]
 #[path = "../../src/core/http1.rs"]
 mod http1;
+#[path = "../../src/core/json.rs"]
+mod json;
 
 fuzz_target!(|data: &[u8]| {
     if data.len() >= 2 {

@@ -4,6 +4,7 @@
 
 use crate::error::Error;
 use crate::http1::{Broken, Event, Response};
+use crate::json::{self, Field, NotJson};
 use alloc::format;
 use alloc::string::{String, ToString};
 use core::time::Duration;
@@ -150,64 +151,59 @@ pub fn parse(body: &[u8]) -> Result<Fetched, Error> {
     // RFC 8259 lets a parser ignore one UTF-8 byte-order mark, and `fetch().json()` does: servers
     // written on Windows or in .NET send it.
     let body = body.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(body);
-    let json: serde_json::Value =
-        serde_json::from_slice(body).map_err(|_| bad("the body is not valid JSON"))?;
-    let object = json
-        .as_object()
-        .ok_or_else(|| bad("the body is not a JSON object"))?;
-    let token = match object.get("access_token") {
+    let fields = match json::read(body) {
+        Ok(Some(fields)) => fields,
+        Ok(None) => return Err(bad("the body is not a JSON object")),
+        Err(NotJson) => return Err(bad("the body is not valid JSON")),
+    };
+    let token = match fields.access_token {
         None => return Err(bad("field access_token is missing")),
-        Some(serde_json::Value::String(s)) if s.is_empty() => {
+        Some(Field::String(s)) if s.is_empty() => {
             return Err(bad("field access_token is an empty string"))
         }
         // Anything else could split the Authorization header or add a credential to it.
-        Some(serde_json::Value::String(s)) if !is_b64token(s) => {
+        Some(Field::String(s)) if !is_b64token(&s) => {
             return Err(bad(
                 "field access_token is not an RFC 6750 b64token (letters, digits, \
                  - . _ ~ + / and = only at the end)",
             ))
         }
-        Some(serde_json::Value::String(s)) => s.clone(),
+        Some(Field::String(s)) => s,
         Some(other) => {
             return Err(Error::BadResponse(format!(
                 "field access_token must be a string, got {}",
-                json_type(other)
+                other.type_name()
             )))
         }
     };
-    let expires_in = match object.get("expires_in") {
+    let expires_in = match fields.expires_in {
         None => return Err(bad("field expires_in is missing")),
-        Some(serde_json::Value::Number(n)) => match n.as_u64() {
-            Some(0) => return Err(bad("field expires_in must be positive, got 0")),
-            Some(secs) if secs <= MAX_EXPIRES_IN_SECS => Duration::from_secs(secs),
-            Some(_) => return Err(bad("field expires_in is implausibly large")),
-            // JSON has one number type: `3600.0` (Python's json.dumps of a float) and `3.6e3` are
-            // the same 3600 that `fetch().json()` reads. A fraction of a second is dropped rather
-            // than refused: rounding down never makes the token look longer-lived than the server
-            // said, and a server counting down in floats (3599.87) still works.
-            None => match n.as_f64() {
-                Some(f) if f < 0.0 => {
-                    return Err(bad(
-                        "field expires_in must be positive, got a negative number",
-                    ))
-                }
-                // floor(f) > MAX, without float math (the wasm core is no_std).
-                Some(f) if f >= (MAX_EXPIRES_IN_SECS + 1) as f64 => {
-                    return Err(bad("field expires_in is implausibly large"))
-                }
-                // -0.0 included.
-                Some(f) if f < 1.0 => {
-                    return Err(bad("field expires_in must be at least one second"))
-                }
-                // In range and at least 1, so the cast truncates exactly as floor would.
-                Some(f) => Duration::from_secs(f as u64),
-                None => return Err(bad("field expires_in is not a number of seconds")),
-            },
-        },
+        Some(Field::Unsigned(0)) => return Err(bad("field expires_in must be positive, got 0")),
+        Some(Field::Unsigned(secs)) if secs <= MAX_EXPIRES_IN_SECS => Duration::from_secs(secs),
+        Some(Field::Unsigned(_)) => return Err(bad("field expires_in is implausibly large")),
+        // JSON has one number type: `3600.0` (Python's json.dumps of a float) and `3.6e3` are
+        // the same 3600 that `fetch().json()` reads. A fraction of a second is dropped rather
+        // than refused: rounding down never makes the token look longer-lived than the server
+        // said, and a server counting down in floats (3599.87) still works.
+        Some(Field::Float(f)) if f < 0.0 => {
+            return Err(bad(
+                "field expires_in must be positive, got a negative number",
+            ))
+        }
+        // floor(f) > MAX, without float math (the wasm core is no_std).
+        Some(Field::Float(f)) if f >= (MAX_EXPIRES_IN_SECS + 1) as f64 => {
+            return Err(bad("field expires_in is implausibly large"))
+        }
+        // -0.0 included.
+        Some(Field::Float(f)) if f < 1.0 => {
+            return Err(bad("field expires_in must be at least one second"))
+        }
+        // In range and at least 1, so the cast truncates exactly as floor would.
+        Some(Field::Float(f)) => Duration::from_secs(f as u64),
         Some(other) => {
             return Err(Error::BadResponse(format!(
                 "field expires_in must be a number, got {}",
-                json_type(other)
+                other.type_name()
             )))
         }
     };
@@ -228,17 +224,6 @@ pub fn is_b64token(token: &str) -> bool {
         && bytes[..end].iter().all(|&b| {
             b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/')
         })
-}
-
-fn json_type(value: &serde_json::Value) -> &'static str {
-    match value {
-        serde_json::Value::Null => "null",
-        serde_json::Value::Bool(_) => "boolean",
-        serde_json::Value::Number(_) => "number",
-        serde_json::Value::String(_) => "string",
-        serde_json::Value::Array(_) => "array",
-        serde_json::Value::Object(_) => "object",
-    }
 }
 
 #[cfg(test)]

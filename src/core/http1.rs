@@ -201,59 +201,10 @@ impl Response {
                     self.take_body(take)?;
                     self.phase = Phase::Length(left - take as u64);
                 }
-                Phase::ChunkSize => {
-                    let Some(line) = self.crlf_line(MAX_CHUNK_LINE_BYTES)? else {
-                        return self.more();
-                    };
-                    let size = chunk_size(&line).ok_or(Broken::NotHttp)?;
-                    self.phase = match size {
-                        0 => {
-                            self.section_bytes = 0;
-                            self.head.fields = 0;
-                            Phase::Trailers
-                        }
-                        _ if size > (self.max_body - self.body.len()) as u64 => {
-                            return Err(Broken::TooLarge)
-                        }
-                        _ => Phase::ChunkData(size as usize),
-                    };
-                }
-                Phase::ChunkData(left) => {
-                    let take = left.min(self.unread().len());
-                    if take == 0 {
-                        return self.more();
+                Phase::ChunkSize | Phase::ChunkData(_) | Phase::ChunkEnd | Phase::Trailers => {
+                    if let Some(event) = self.chunked()? {
+                        return Ok(event);
                     }
-                    self.take_body(take)?;
-                    self.phase = match left - take {
-                        0 => Phase::ChunkEnd,
-                        rest => Phase::ChunkData(rest),
-                    };
-                }
-                Phase::ChunkEnd => {
-                    let unread = self.unread();
-                    if unread.first().is_some_and(|&b| b != b'\r')
-                        || unread.get(1).is_some_and(|&b| b != b'\n')
-                    {
-                        return Err(Broken::NotHttp);
-                    }
-                    if unread.len() < 2 {
-                        return self.more();
-                    }
-                    self.consume(2);
-                    self.phase = Phase::ChunkSize;
-                }
-                Phase::Trailers => {
-                    let Some(line) = self.section_line(true)? else {
-                        return self.more();
-                    };
-                    if line.is_empty() {
-                        return Ok(self.finish(true));
-                    }
-                    self.head.fields += 1;
-                    if self.head.fields > MAX_FIELDS {
-                        return Err(Broken::NotHttp);
-                    }
-                    field(&line).ok_or(Broken::NotHttp)?;
                 }
                 Phase::UntilClose => {
                     let take = self.unread().len();
@@ -266,6 +217,72 @@ impl Response {
                 Phase::Done => return Ok(Event::More),
             }
         }
+    }
+
+    /// One step of a chunked body: a chunk-size line, chunk data, the CRLF after it, or a trailer
+    /// line; Some when it ends the read. Out of line: V8 compiles a wasm function whole at its
+    /// first call, and a token answer with a Content-Length (every metadata service's) then
+    /// never compiles this.
+    #[inline(never)]
+    fn chunked(&mut self) -> Result<Option<Event>, Broken> {
+        match self.phase {
+            Phase::ChunkSize => {
+                let Some(line) = self.crlf_line(MAX_CHUNK_LINE_BYTES)? else {
+                    return self.more().map(Some);
+                };
+                let size = chunk_size(&line).ok_or(Broken::NotHttp)?;
+                self.phase = match size {
+                    0 => {
+                        self.section_bytes = 0;
+                        self.head.fields = 0;
+                        Phase::Trailers
+                    }
+                    _ if size > (self.max_body - self.body.len()) as u64 => {
+                        return Err(Broken::TooLarge)
+                    }
+                    _ => Phase::ChunkData(size as usize),
+                };
+            }
+            Phase::ChunkData(left) => {
+                let take = left.min(self.unread().len());
+                if take == 0 {
+                    return self.more().map(Some);
+                }
+                self.take_body(take)?;
+                self.phase = match left - take {
+                    0 => Phase::ChunkEnd,
+                    rest => Phase::ChunkData(rest),
+                };
+            }
+            Phase::ChunkEnd => {
+                let unread = self.unread();
+                if unread.first().is_some_and(|&b| b != b'\r')
+                    || unread.get(1).is_some_and(|&b| b != b'\n')
+                {
+                    return Err(Broken::NotHttp);
+                }
+                if unread.len() < 2 {
+                    return self.more().map(Some);
+                }
+                self.consume(2);
+                self.phase = Phase::ChunkSize;
+            }
+            Phase::Trailers => {
+                let Some(line) = self.section_line(true)? else {
+                    return self.more().map(Some);
+                };
+                if line.is_empty() {
+                    return Ok(Some(self.finish(true)));
+                }
+                self.head.fields += 1;
+                if self.head.fields > MAX_FIELDS {
+                    return Err(Broken::NotHttp);
+                }
+                field(&line).ok_or(Broken::NotHttp)?;
+            }
+            _ => {}
+        }
+        Ok(None)
     }
 
     /// One line of a head, judged: the status line, a field, or the empty line that ends it

@@ -94,7 +94,19 @@ fn stamp(mono_ms: f64, wall_ms: f64) -> Stamp {
     }
 }
 
+/// The text wasm-driver.js wrote (always UTF-8: Buffer.from turns a lone surrogate into U+FFFD).
 fn text(bytes: &[u8]) -> String {
+    match core::str::from_utf8(bytes) {
+        Ok(text) => String::from(text),
+        Err(_) => lossy(bytes),
+    }
+}
+
+/// Out of line, never called in practice: V8 compiles a wasm function whole at its first call,
+/// and `from_utf8_lossy` inlined into `text` was ~1.2 KB of code on the first token's way.
+#[cold]
+#[inline(never)]
+fn lossy(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
@@ -146,14 +158,18 @@ impl State {
                 self.set_io(&token.token);
                 STEP_DONE_TOKEN
             }
-            Err(failure) => {
-                self.nums[2] = f64::from(failure.attempts);
-                self.nums[3] = failure.error.status().map_or(-1.0, f64::from);
-                let message = failure.error.describe(self.url(handle), failure.attempts);
-                self.set_io(&format!("{}\n{}", failure.error.code(), message));
-                STEP_DONE_ERROR
-            }
+            Err(failure) => self.failed(failure, handle),
         }
+    }
+
+    /// Out of line (formatting): see `failed_settings`.
+    #[inline(never)]
+    fn failed(&mut self, failure: crate::cache::Failure, handle: u32) -> u32 {
+        self.nums[2] = f64::from(failure.attempts);
+        self.nums[3] = failure.error.status().map_or(-1.0, f64::from);
+        let message = failure.error.describe(self.url(handle), failure.attempts);
+        self.set_io(&format!("{}\n{}", failure.error.code(), message));
+        STEP_DONE_ERROR
     }
 
     /// A token answered from memory, beside the step of a flight that may have started.
@@ -263,10 +279,7 @@ pub extern "C" fn provider_new(yc_len: i32, gce_len: i32, seed: f64) -> i32 {
         };
         let settings = match settings {
             Ok(settings) => settings,
-            Err(error) => {
-                s.set_io(&format!("{}\n{}", error.code(), error.describe("", 0)));
-                return -1;
-            }
+            Err(error) => return failed_settings(s, error),
         };
         let policy = Policy::of(&settings);
         let provider = Provider {
@@ -289,6 +302,16 @@ pub extern "C" fn provider_new(yc_len: i32, gce_len: i32, seed: f64) -> i32 {
         };
         handle as i32
     })
+}
+
+/// Refused settings: -1, with "code\nmessage" in `IO`. Out of line, as every error's formatting
+/// on the first token's way: V8 compiles a wasm function whole at its first call, so code that
+/// only a failure runs is compiled only when one happens.
+#[cold]
+#[inline(never)]
+fn failed_settings(s: &mut State, error: Error) -> i32 {
+    s.set_io(&format!("{}\n{}", error.code(), error.describe("", 0)));
+    -1
 }
 
 /// What to send: in `IO` the URL and the host to connect to, one per line, then the request's
