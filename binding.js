@@ -2,9 +2,10 @@
 
 // Chooses the driver of the Rust core, once per thread: the native addon where one loads, else the
 // WebAssembly module that ships inside this package. YC_METADATA_TOKEN_DRIVER=native or =wasm
-// forces one. Exports { Provider, usableForMs, driver, reason }: the provider class (NativeProvider
-// from the addon, or WasmProvider from wasm-driver.js: the same surface), the core's rule for a
-// token it does not hold, the driver's name, and why it was chosen.
+// forces one. Exports { Provider, usableForMs, isAvailable, readMetadata, driver, reason }: the
+// provider class (NativeProvider from the addon, or WasmProvider from wasm-driver.js: the same
+// surface), the core's rule for a token it does not hold, the core's probe and metadata reads
+// (the same functions in both), the driver's name, and why it was chosen.
 //
 // This runs on every cold start, so finding the addon stats a few files: no process.report, no
 // child process, and the platform package is first looked for where npm, yarn and pnpm put it (a
@@ -147,8 +148,8 @@ function choose() {
   const native = loadNative()
   if (native.addon) {
     const reason = (forced === 'native' ? DRIVER_VARIABLE + '=native; ' : '') + 'loaded ' + native.from
-    const { NativeProvider, usableForMs } = native.addon
-    return { Provider: NativeProvider, usableForMs, driver: 'native', reason }
+    const { NativeProvider, usableForMs, isAvailable, readMetadata } = native.addon
+    return { Provider: NativeProvider, usableForMs, isAvailable, readMetadata, driver: 'native', reason }
   }
   if (forced === 'native') throw unsupported(native.failures)
   let wasm
@@ -161,7 +162,8 @@ function choose() {
 }
 
 function wasmDriver(wasm, reason) {
-  return { Provider: wasm.WasmProvider, usableForMs: wasm.usableForMs, driver: 'wasm', reason }
+  const { isAvailable, readMetadata } = wasm
+  return { Provider: wasm.WasmProvider, usableForMs: wasm.usableForMs, isAvailable, readMetadata, driver: 'wasm', reason }
 }
 
 module.exports = choose()
