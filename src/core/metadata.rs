@@ -448,6 +448,76 @@ impl<W> Reads<W> {
 mod tests {
     use super::*;
     use crate::retry::Backoff;
+    use proptest::prelude::*;
+
+    /// The path a server makes of a request path: the query and fragment cut off, escapes
+    /// decoded, backslashes read as '/' (as some servers do), and dot segments removed (RFC 3986
+    /// 5.2.4). A key that escaped the prefix would show here.
+    fn as_served(path: &str) -> String {
+        let path = path.split(['?', '#']).next().unwrap_or("");
+        let mut decoded = String::new();
+        let bytes = path.as_bytes();
+        let mut i = 0;
+        while i < bytes.len() {
+            let hex = |b: u8| (b as char).to_digit(16);
+            match (
+                bytes[i],
+                bytes.get(i + 1).copied().and_then(hex),
+                bytes.get(i + 2).copied().and_then(hex),
+            ) {
+                (b'%', Some(hi), Some(lo)) => {
+                    decoded.push(char::from((hi * 16 + lo) as u8));
+                    i += 3;
+                }
+                (b'\\', _, _) => {
+                    decoded.push('/');
+                    i += 1;
+                }
+                (b, _, _) => {
+                    decoded.push(char::from(b));
+                    i += 1;
+                }
+            }
+        }
+        let mut out: Vec<&str> = Vec::new();
+        for segment in decoded.split('/') {
+            match segment {
+                "." => {}
+                ".." => {
+                    out.pop();
+                }
+                s => out.push(s),
+            }
+        }
+        out.join("/")
+    }
+
+    proptest! {
+        /// Whatever the key, a key that is taken is read under the prefix, its request line one
+        /// line of plain characters with the path it names.
+        #[test]
+        fn a_key_that_is_taken_stays_under_the_prefix(
+            key in proptest::string::string_regex(
+                "([a-z./%?#@~:\\\\ \r\n-]|2e|2E|5c|2f|\\.\\.|token|instance|service-accounts|default|/)*"
+            ).unwrap(),
+            recursive in any::<bool>(),
+        ) {
+            let options = [("recursive".into(), OptionValue::Bool(recursive))];
+            let env = Environment { yc_metadata_addr: Some("127.0.0.1:8080".into()), gce_metadata_host: None };
+            if let Ok((_, read)) = read_request(&OptionValue::Text(key.clone()), &options, &env) {
+                let served = as_served(&read.path);
+                prop_assert!(served.starts_with(PREFIX), "{key:?} -> {served:?}");
+                let names: Vec<&str> = served[PREFIX.len()..].trim_end_matches('/').split('/').collect();
+                let token = names.len() == 4 && names[0] == "instance" && names[1] == "service-accounts" && names[3] == "token";
+                prop_assert!(!token, "{key:?}");
+                prop_assert_eq!(served.as_str(), &format!("{PREFIX}{key}"));
+                prop_assert!(read.path.bytes().all(|b| b.is_ascii_graphic()), "{key:?}");
+                let head = fetch::request_head("127.0.0.1:8080", &read.path);
+                let line = format!("GET {} HTTP/1.1", read.path);
+                prop_assert_eq!(head.lines().next(), Some(line.as_str()));
+            }
+        }
+    }
 
     fn text(s: &str) -> OptionValue {
         OptionValue::Text(s.into())
