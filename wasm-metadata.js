@@ -16,6 +16,11 @@ module.exports = function wasmMetadata({ instance, nums, readIo, writeIo, encode
   const READ_SLEEP = 2
   const READ_VALUE = 3
   const READ_ERROR = 4
+  // The events of an attempt, as probe_event and read_event take them: a failure is EVENT_FAILED
+  // plus its FAILED kind.
+  const EVENT_DATA = 0
+  const EVENT_EOF = 1
+  const EVENT_FAILED = 2
 
   // A promise of whether a metadata service answers at the address the options and environment
   // name; throws an Error with a code for options the core refuses.
@@ -130,8 +135,8 @@ module.exports = function wasmMetadata({ instance, nums, readIo, writeIo, encode
   }
 
   // One request on a connection of its own, given up after `timeoutMs`: `report(event, payload)`
-  // hands the core each event ('data' with the bytes, 'eof', 'failed' with a FAILED kind) and says
-  // whether the attempt is over; the connection is closed then.
+  // hands the core each event (EVENT_DATA with the bytes, EVENT_EOF, EVENT_FAILED with a FAILED
+  // kind) and says whether the attempt is over; the connection is closed then.
   function exchange(to, timeoutMs, report) {
     let over = false
     const socket = connect(to.host, to.port)
@@ -143,12 +148,12 @@ module.exports = function wasmMetadata({ instance, nums, readIo, writeIo, encode
     const event = (name, payload) => {
       if (!over && report(name, payload)) close()
     }
-    const timer = setTimeout(() => event('failed', FAILED.timeout), timeoutMs)
+    const timer = setTimeout(() => event(EVENT_FAILED, FAILED.timeout), timeoutMs)
     socket.setNoDelay(true)
-    socket.on('data', (chunk) => event('data', chunk))
-    socket.on('end', () => event('eof'))
-    socket.on('error', (err) => event('failed', failureKind(err)))
-    socket.on('close', () => event('failed', FAILED.closed))
+    socket.on('data', (chunk) => event(EVENT_DATA, chunk))
+    socket.on('end', () => event(EVENT_EOF))
+    socket.on('error', (err) => event(EVENT_FAILED, failureKind(err)))
+    socket.on('close', () => event(EVENT_FAILED, FAILED.closed))
     socket.write(to.request)
     return { close }
   }
@@ -163,15 +168,11 @@ module.exports = function wasmMetadata({ instance, nums, readIo, writeIo, encode
 
   function probeAttempt(inst, probe, timeoutMs) {
     const h = probe.handle
-    if (ask(inst, (e) => e.probe_target(h)) === null) return
-    const to = target(inst)
-    if (ask(inst, (e) => e.probe_sent(h)) === null) return
-    probe.exchange = exchange(to, timeoutMs, (event, payload) => {
+    if (ask(inst, (e) => e.probe_send(h)) === null) return
+    probe.exchange = exchange(target(inst), timeoutMs, (event, payload) => {
       const code = ask(inst, (e, mono, wall) => {
-        if (event === 'eof') return e.probe_eof(h, mono, wall)
-        if (event === 'failed') return e.probe_failed(h, mono, wall, payload)
-        writeIo(inst, payload)
-        return e.probe_data(h, mono, wall, payload.length)
+        if (event === EVENT_DATA) writeIo(inst, payload)
+        return e.probe_event(h, mono, wall, event === EVENT_FAILED ? event + payload : event, event === EVENT_DATA ? payload.length : 0)
       })
       if (code === PROBE_WAIT) return false
       probe.exchange = null
@@ -197,15 +198,11 @@ module.exports = function wasmMetadata({ instance, nums, readIo, writeIo, encode
 
   function readAttempt(inst, read, timeoutMs) {
     const { reader, flight } = read
-    if (ask(inst, (e) => e.read_target(reader, flight)) === null) return
-    const to = target(inst)
-    if (ask(inst, (e) => e.read_sent(reader, flight)) === null) return
-    read.exchange = exchange(to, timeoutMs, (event, payload) => {
+    if (ask(inst, (e) => e.read_send(reader, flight)) === null) return
+    read.exchange = exchange(target(inst), timeoutMs, (event, payload) => {
       const code = ask(inst, (e, mono) => {
-        if (event === 'eof') return e.read_eof(reader, flight, mono)
-        if (event === 'failed') return e.read_failed(reader, flight, mono, payload)
-        writeIo(inst, payload)
-        return e.read_data(reader, flight, mono, payload.length)
+        if (event === EVENT_DATA) writeIo(inst, payload)
+        return e.read_event(reader, flight, mono, event === EVENT_FAILED ? event + payload : event, event === EVENT_DATA ? payload.length : 0)
       })
       if (code === READ_WAIT) return false
       read.exchange = null
