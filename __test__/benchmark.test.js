@@ -17,7 +17,7 @@ const OURS = process.env.YC_METADATA_TOKEN_DRIVER === 'wasm' ? 'ours-wasm' : 'ou
 const TOKEN = 't1.smoke-test-token'
 
 async function measure(emu, mode, subject) {
-  const env = Object.assign({}, process.env, { YC_METADATA_ADDR: emu.address, BENCH_TOKEN: TOKEN })
+  const env = Object.assign({}, process.env, { YC_METADATA_ADDR: emu.address, GCE_METADATA_HOST: emu.address, BENCH_TOKEN: TOKEN })
   const { stdout } = await promisify(execFile)(process.execPath, [CHILD, mode, subject], { env, timeout: 30000 })
   return JSON.parse(stdout)
 }
@@ -49,4 +49,16 @@ test('a subject that returns the wrong token fails the measurement', async (t) =
   const emu = await startEmulator({ token: 'some-other-token', expiresIn: 3600 })
   t.after(() => emu.close())
   await assert.rejects(measure(emu, 'cold', 'raw-socket'), /other than the emulator token/)
+})
+
+test('the isAvailable measurement times a "no" off-cloud, and fails on a "yes"', async (t) => {
+  const emu = await startEmulator({ token: TOKEN, expiresIn: 3600 })
+  t.after(() => emu.close())
+  const { closedPort } = require('./helpers')
+  const nothing = { address: '127.0.0.1:' + (await closedPort()) }
+  for (const subject of [OURS, 'gcp-metadata']) {
+    const r = await measure(nothing, 'available', subject)
+    assert.ok(r.ms > 0, subject + ': ' + JSON.stringify(r))
+  }
+  await assert.rejects(measure(emu, 'available', OURS), /isAvailable\(\) said true off-cloud/)
 })

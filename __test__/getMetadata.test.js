@@ -89,6 +89,23 @@ test('isAvailable() is true against the emulator', async () => {
   assert.equal(await isAvailable({ host: emu.address }), true)
 })
 
+test('the emulator takes the folder and cloud as options (--folder-id, --cloud-id), and only IDs', async () => {
+  const { parseArgs } = require('../emulator/cli')
+  const args = parseArgs(['--folder-id', FOLDER, '--cloud-id=' + CLOUD])
+  assert.equal(args['folder-id'], FOLDER)
+  assert.equal(args['cloud-id'], CLOUD)
+  for (const options of [{ folderId: 'a/b' }, { cloudId: '' }, { folderId: 42 }]) {
+    assert.throws(() => startEmulator(options), { code: 'ERR_INVALID_OPTION' }, JSON.stringify(options))
+  }
+  const defaults = await startEmulator({})
+  try {
+    assert.equal(await getMetadata('instance/vendor/folder-id', { host: defaults.address }), 'emulator-folder')
+    assert.equal(await getMetadata('instance/vendor/cloud-id', { host: defaults.address }), 'emulator-cloud')
+  } finally {
+    await defaults.close()
+  }
+})
+
 // ---- keys refused ------------------------------------------------------------------------------
 
 test('keys that could leave /computeMetadata/v1/ are refused with ERR_INVALID_OPTION, nothing on the wire', async () => {
