@@ -26,12 +26,15 @@ module.exports = function wasmMetadata({ instance, nums, readIo, writeIo, encode
   // name; throws an Error with a code for options the core refuses.
   function isAvailable(options, ycMetadataAddr, gceMetadataHost) {
     const inst = instance()
-    const handle = open(inst, options, [ycMetadataAddr, gceMetadataHost], Buffer.alloc(0), (e, yc, gce) => e.probe_open(yc, gce))
-    const probe = pending(inst).probes.get(handle) || { handle, waiters: [], exchange: null }
-    pending(inst).probes.set(handle, probe)
+    const code = open(inst, options, [ycMetadataAddr, gceMetadataHost], Buffer.alloc(0), (e, yc, gce) =>
+      e.probe_ask(yc, gce, monotonicMs(), Date.now()))
+    const handle = nums(inst)[1]
+    const probes = pending(inst).probes
+    const probe = probes.get(handle) || { handle, waiters: [], exchange: null }
+    probes.set(handle, probe)
     return new Promise((resolve, reject) => {
       probe.waiters.push({ resolve, reject })
-      followProbe(inst, probe, ask(inst, (e, mono, wall) => e.probe_ask(handle, mono, wall)))
+      followProbe(inst, probe, code)
     })
   }
 

@@ -179,6 +179,8 @@ test('cache: true remembers a value and takes it; a read without it always asks'
   emu.reset()
   assert.equal(await getMetadata('instance/name', { host: emu.address, cache: true }), 'emulator')
   assert.equal(await getMetadata('instance/name', { host: emu.address, cache: true }), 'emulator')
+  // Remembered for the address, whatever the timeouts of the call.
+  assert.equal(await getMetadata('instance/name', { host: emu.address, cache: true, deadlineMs: 1234 }), 'emulator')
   assert.equal(emu.log.length, 1)
   assert.equal(await getMetadata('instance/name', { host: emu.address }), 'emulator')
   assert.equal(await getMetadata('instance/hostname', { host: emu.address }), 'emulator.ru-central1.internal')

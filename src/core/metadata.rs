@@ -9,7 +9,9 @@
 //!
 //! Concurrent reads of one key share one request. A value is remembered only when a caller asks
 //! (`cache: true`, for what never changes while the instance lives: its id, zone, folder, cloud),
-//! and only such a call takes a remembered value: a plain call always asks the service.
+//! and only such a call takes a remembered value: a plain call always asks the service. Drivers
+//! keep one `Reads` per address; each read brings its own retry policy (a caller may compute its
+//! deadline per call), and reads share a flight only when they share the policy too.
 
 use crate::cache::Failure;
 use crate::config::{self, Environment, OptionValue, Settings};
@@ -290,6 +292,7 @@ struct Flight<W> {
     id: u32,
     path: String,
     json: bool,
+    policy: Policy,
     /// A caller asked to remember the value.
     cache: bool,
     attempts: Attempts,
@@ -302,10 +305,9 @@ struct Remembered {
     value: Value,
 }
 
-/// The reads of one set of settings. `W` is whatever the driver uses to answer a waiting caller.
+/// The reads of one address. `W` is whatever the driver uses to answer a waiting caller.
 #[derive(Debug)]
 pub struct Reads<W> {
-    policy: Policy,
     rng: Rng,
     flights: Vec<Flight<W>>,
     next_flight: u32,
@@ -314,9 +316,8 @@ pub struct Reads<W> {
 }
 
 impl<W> Reads<W> {
-    pub fn new(policy: Policy, seed: u64) -> Reads<W> {
+    pub fn new(seed: u64) -> Reads<W> {
         Reads {
-            policy,
             rng: Rng::new(seed),
             flights: Vec::new(),
             next_flight: 0,
@@ -326,15 +327,23 @@ impl<W> Reads<W> {
     }
 
     /// A value for `waiter`: a remembered one if the read asks for it, else when the flight for
-    /// the same read (under way, or started now: its first step is returned) ends.
-    pub fn get(&mut self, now: Duration, read: &Read, waiter: W) -> (Got<W>, Option<Step<W>>) {
+    /// the same read with the same `policy` (under way, or started now: its first step is
+    /// returned) ends.
+    pub fn get(
+        &mut self,
+        now: Duration,
+        read: &Read,
+        policy: Policy,
+        waiter: W,
+    ) -> (Got<W>, Option<Step<W>>) {
         if read.cache {
             let same = |r: &&Remembered| r.path == read.path && r.value.json == read.json;
             if let Some(r) = self.remembered.iter().find(same) {
                 return (Got::Remembered(r.value.clone(), waiter), None);
             }
         }
-        let same = |f: &&mut Flight<W>| f.path == read.path && f.json == read.json;
+        let same =
+            |f: &&mut Flight<W>| f.path == read.path && f.json == read.json && f.policy == policy;
         if let Some(flight) = self.flights.iter_mut().find(same) {
             flight.cache |= read.cache;
             flight.waiters.push(waiter);
@@ -342,12 +351,13 @@ impl<W> Reads<W> {
         }
         let id = self.next_flight;
         self.next_flight = self.next_flight.wrapping_add(1);
-        let mut attempts = Attempts::new(self.policy, now);
+        let mut attempts = Attempts::new(policy, now);
         let first = attempts.start_attempt(now);
         self.flights.push(Flight {
             id,
             path: read.path.clone(),
             json: read.json,
+            policy,
             cache: read.cache,
             attempts,
             waiters: alloc::vec![waiter],
@@ -773,7 +783,7 @@ mod tests {
     }
 
     fn start(reads: &mut Reads<u32>, read: &Read, id: u32) -> Option<Step<u32>> {
-        match reads.get(Duration::from_secs(10), read, id) {
+        match reads.get(Duration::from_secs(10), read, POLICY, id) {
             (Got::Joined { .. }, step) => step,
             (Got::Remembered(..), _) => panic!("remembered"),
         }
@@ -781,7 +791,7 @@ mod tests {
 
     #[test]
     fn concurrent_reads_of_one_key_share_one_flight() {
-        let mut reads = Reads::new(POLICY, 1);
+        let mut reads = Reads::new(1);
         let first = start(&mut reads, &plain("instance/id", false), 0).unwrap();
         for id in 1..100 {
             assert!(start(&mut reads, &plain("instance/id", id % 2 == 0), id).is_none());
@@ -793,6 +803,18 @@ mod tests {
             ..plain("instance/id", false)
         };
         assert!(start(&mut reads, &as_json, 101).is_some());
+        // So is the same read with another policy (a caller's own deadline).
+        let patient = Policy {
+            deadline: Duration::from_secs(9),
+            ..POLICY
+        };
+        let other = reads.get(
+            Duration::from_secs(10),
+            &plain("instance/id", false),
+            patient,
+            102,
+        );
+        assert!(matches!(other, (Got::Joined { .. }, Some(_))));
         let (outcome, waiters) = fly(&mut reads, first, &mut vec![Ok(b"i-1".to_vec())]);
         assert_eq!(outcome.unwrap().text, "i-1");
         assert_eq!(waiters, (0..100).collect::<Vec<_>>());
@@ -800,12 +822,17 @@ mod tests {
 
     #[test]
     fn only_a_read_that_asks_takes_or_leaves_a_remembered_value() {
-        let mut reads = Reads::new(POLICY, 1);
+        let mut reads = Reads::new(1);
         let step = start(&mut reads, &plain("instance/id", true), 0).unwrap();
         fly(&mut reads, step, &mut vec![Ok(b"i-1".to_vec())])
             .0
             .unwrap();
-        match reads.get(Duration::from_secs(11), &plain("instance/id", true), 1) {
+        match reads.get(
+            Duration::from_secs(11),
+            &plain("instance/id", true),
+            POLICY,
+            1,
+        ) {
             (Got::Remembered(value, 1), None) => assert_eq!(value.text, "i-1"),
             other => panic!("{other:?}"),
         }
@@ -814,7 +841,12 @@ mod tests {
         fly(&mut reads, step, &mut vec![Ok(b"i-2".to_vec())])
             .0
             .unwrap();
-        match reads.get(Duration::from_secs(12), &plain("instance/id", true), 3) {
+        match reads.get(
+            Duration::from_secs(12),
+            &plain("instance/id", true),
+            POLICY,
+            3,
+        ) {
             (Got::Remembered(value, _), _) => assert_eq!(value.text, "i-1"),
             other => panic!("{other:?}"),
         }
@@ -832,7 +864,7 @@ mod tests {
 
     #[test]
     fn remembered_values_stay_under_their_cap() {
-        let mut reads = Reads::new(POLICY, 1);
+        let mut reads = Reads::new(1);
         let big = alloc::vec![b'x'; MAX_BODY_BYTES];
         for (i, key) in ["a", "b", "c"].iter().enumerate() {
             let step = start(&mut reads, &plain(key, true), i as u32).unwrap();
@@ -846,7 +878,7 @@ mod tests {
 
     #[test]
     fn retries_what_is_worth_it_and_stops_at_a_missing_key() {
-        let mut reads = Reads::new(POLICY, 1);
+        let mut reads = Reads::new(1);
         let step = start(&mut reads, &plain("instance/id", false), 0).unwrap();
         let script = &mut vec![
             Err(Error::Status(503)),
@@ -885,7 +917,7 @@ mod tests {
 
     #[test]
     fn a_lost_flight_fails_its_waiters_and_frees_the_key() {
-        let mut reads = Reads::new(POLICY, 1);
+        let mut reads = Reads::new(1);
         let Some(Step::Send { flight, .. }) = start(&mut reads, &plain("instance/id", false), 7)
         else {
             panic!("no flight")

@@ -115,27 +115,28 @@ pub enum Asked<W> {
     Joined,
 }
 
-/// The probe of one set of settings.
+/// The probe of one address: its answer is the address's, whatever time a caller gives it.
 #[derive(Debug)]
 pub struct Probe<W> {
-    timeout: Duration,
     /// The last answer and when it came.
     known: Option<(bool, Stamp)>,
     flight: Option<(Attempts, Vec<W>)>,
 }
 
-impl<W> Probe<W> {
-    pub fn new(settings: &Settings) -> Probe<W> {
+impl<W> Default for Probe<W> {
+    fn default() -> Probe<W> {
         Probe {
-            timeout: settings.timeout,
             known: None,
             flight: None,
         }
     }
+}
 
-    /// The answer for `waiter`: remembered, else when the probe under way (or one started now,
-    /// whose first step is returned) ends. Any number of callers share one probe.
-    pub fn ask(&mut self, now: Stamp, waiter: W) -> (Asked<W>, Option<Step<W>>) {
+impl<W> Probe<W> {
+    /// The answer for `waiter`: remembered, else when the probe under way (or one started now
+    /// with `timeout` for all of it, whose first step is returned) ends. Any number of callers
+    /// share one probe.
+    pub fn ask(&mut self, now: Stamp, timeout: Duration, waiter: W) -> (Asked<W>, Option<Step<W>>) {
         if let Some(available) = self.known(&now) {
             return (Asked::Known(available, waiter), None);
         }
@@ -145,8 +146,8 @@ impl<W> Probe<W> {
         }
         let policy = Policy {
             max_attempts: MAX_PROBE_ATTEMPTS,
-            timeout: self.timeout,
-            deadline: self.timeout,
+            timeout,
+            deadline: timeout,
             // Unused: the second try goes at once (attempt_ended).
             backoff: Backoff::DEFAULT,
         };
@@ -217,11 +218,12 @@ mod tests {
     }
 
     fn probe() -> Probe<u32> {
-        let env = Environment {
-            yc_metadata_addr: Some("127.0.0.1:8080".into()),
-            gce_metadata_host: None,
-        };
-        Probe::new(&probe_settings(&[], &env).unwrap())
+        Probe::default()
+    }
+
+    /// Asks with the default probe time.
+    fn ask(p: &mut Probe<u32>, at: Stamp, waiter: u32) -> (Asked<u32>, Option<Step<u32>>) {
+        p.ask(at, DEFAULT_PROBE_TIMEOUT, waiter)
     }
 
     fn head(bytes: &[u8], eof: bool) -> Option<Attempt> {
@@ -302,15 +304,18 @@ mod tests {
     #[test]
     fn any_number_of_callers_share_one_probe_and_its_answer_is_remembered() {
         let mut p = probe();
-        let (asked, step) = p.ask(at(0), 0);
+        let (asked, step) = ask(&mut p, at(0), 0);
         assert!(matches!(asked, Asked::Joined));
         let Some(Step::Send { timeout }) = step else {
             panic!("no probe")
         };
         assert_eq!(timeout, DEFAULT_PROBE_TIMEOUT);
-        for id in 1..1000 {
-            assert!(matches!(p.ask(at(1), id), (Asked::Joined, None)));
+        for id in 1..999 {
+            assert!(matches!(ask(&mut p, at(1), id), (Asked::Joined, None)));
         }
+        // A caller with a time of its own joins too: the answer is the address's.
+        let quick = p.ask(at(1), Duration::from_millis(50), 999);
+        assert!(matches!(quick, (Asked::Joined, None)));
         let answered = Attempt::Answered {
             from_metadata: true,
         };
@@ -324,7 +329,7 @@ mod tests {
         // A yes holds for the life of the process.
         let much_later = at(86_400_000);
         assert!(matches!(
-            p.ask(much_later, 7),
+            ask(&mut p, much_later, 7),
             (Asked::Known(true, 7), None)
         ));
     }
@@ -332,7 +337,7 @@ mod tests {
     #[test]
     fn a_no_is_remembered_for_a_short_time() {
         let mut p = probe();
-        let _ = p.ask(at(0), 0);
+        let _ = ask(&mut p, at(0), 0);
         let refused = Attempt::Failed(Transport::Refused);
         assert!(matches!(
             p.attempt_ended(at(1), refused),
@@ -343,7 +348,7 @@ mod tests {
         ));
         let within = 1 + NEGATIVE_FOR.as_millis() as u64 - 1;
         assert!(matches!(
-            p.ask(at(within), 1),
+            ask(&mut p, at(within), 1),
             (Asked::Known(false, 1), None)
         ));
         // Suspended time counts too: the wall clock moved on while the monotonic one stood.
@@ -351,14 +356,17 @@ mod tests {
             mono: Duration::from_millis(2),
             wall: at(1).wall + NEGATIVE_FOR,
         };
-        assert!(matches!(p.ask(suspended, 2), (Asked::Joined, Some(_))));
+        assert!(matches!(
+            ask(&mut p, suspended, 2),
+            (Asked::Joined, Some(_))
+        ));
     }
 
     #[test]
     fn one_quick_second_try_only_for_a_connection_that_broke() {
         for failure in [Transport::Closed, Transport::Reset] {
             let mut p = probe();
-            let _ = p.ask(at(0), 0);
+            let _ = ask(&mut p, at(0), 0);
             // Right away, with what is left of the probe's time.
             let Step::Send { timeout } = p.attempt_ended(at(100), Attempt::Failed(failure)) else {
                 panic!("{failure:?}: no second try")
@@ -384,7 +392,7 @@ mod tests {
             },
         ] {
             let mut p = probe();
-            let _ = p.ask(at(0), 0);
+            let _ = ask(&mut p, at(0), 0);
             assert!(
                 matches!(
                     p.attempt_ended(at(1), failure),
@@ -398,7 +406,7 @@ mod tests {
         }
         // No second try once the probe's time is spent.
         let mut p = probe();
-        let _ = p.ask(at(0), 0);
+        let _ = ask(&mut p, at(0), 0);
         let spent = DEFAULT_PROBE_TIMEOUT.as_millis() as u64;
         assert!(matches!(
             p.attempt_ended(at(spent), Attempt::Failed(Transport::Closed)),
@@ -412,9 +420,9 @@ mod tests {
     #[test]
     fn a_lost_probe_remembers_nothing() {
         let mut p = probe();
-        let _ = p.ask(at(0), 0);
-        let _ = p.ask(at(0), 1);
+        let _ = ask(&mut p, at(0), 0);
+        let _ = ask(&mut p, at(0), 1);
         assert_eq!(p.abandon(), [0, 1]);
-        assert!(matches!(p.ask(at(1), 2), (Asked::Joined, Some(_))));
+        assert!(matches!(ask(&mut p, at(1), 2), (Asked::Joined, Some(_))));
     }
 }

@@ -15,6 +15,7 @@ use crate::retry::Policy;
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 /// How a read ended, in the core's terms (napi's prelude has a `Result` of its own).
 type ReadOutcome = std::result::Result<Value, Failure>;
@@ -54,7 +55,7 @@ pub fn is_available<'env>(
             None => Err(napi::Error::from_reason("the probe was lost")),
         })
     };
-    Prober::of(&settings).ask(Box::new(answer));
+    Prober::of(&settings).ask(settings.timeout, Box::new(answer));
     Ok(promise)
 }
 
@@ -87,7 +88,7 @@ pub fn read_metadata<'env>(
     url.push_str(&read.path);
     let answer =
         move |outcome: ReadOutcome| deferred.resolve(move |_| Ok(metadata_outcome(outcome, &url)));
-    Reader::of(&settings).get(&read, Box::new(answer));
+    Reader::of(&settings).get(&read, Policy::of(&settings), Box::new(answer));
     Ok(promise)
 }
 
@@ -120,18 +121,18 @@ fn metadata_outcome(outcome: ReadOutcome, url: &str) -> MetadataOutcome {
     }
 }
 
-/// The one of each per set of settings in the process: found by its settings, made at first use.
+/// The one of each per address in the process (`settings.host`): found by it, made at first use.
 fn shared<T>(
-    all: &Mutex<Vec<(Settings, Arc<T>)>>,
+    all: &Mutex<Vec<(String, Arc<T>)>>,
     settings: &Settings,
     make: impl FnOnce() -> T,
 ) -> Arc<T> {
-    let mut all = all.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-    if let Some((_, found)) = all.iter().find(|(s, _)| s == settings) {
+    let mut all = lock(all);
+    if let Some((_, found)) = all.iter().find(|(host, _)| *host == settings.host) {
         return Arc::clone(found);
     }
     let made = Arc::new(make());
-    all.push((settings.clone(), Arc::clone(&made)));
+    all.push((settings.host.clone(), Arc::clone(&made)));
     made
 }
 
@@ -165,15 +166,16 @@ struct Prober {
 
 impl Prober {
     fn of(settings: &Settings) -> Arc<Prober> {
-        static PROBERS: Mutex<Vec<(Settings, Arc<Prober>)>> = Mutex::new(Vec::new());
+        static PROBERS: Mutex<Vec<(String, Arc<Prober>)>> = Mutex::new(Vec::new());
         shared(&PROBERS, settings, || Prober {
-            probe: Mutex::new(Probe::new(settings)),
+            probe: Mutex::new(Probe::default()),
             target: target(settings, probe::PROBE_PATH),
         })
     }
 
-    fn ask(self: Arc<Self>, waiter: ProbeWaiter) {
-        let (asked, step) = lock(&self.probe).ask(now(), waiter);
+    /// `timeout`: the whole probe's, if this caller starts one.
+    fn ask(self: Arc<Self>, timeout: Duration, waiter: ProbeWaiter) {
+        let (asked, step) = lock(&self.probe).ask(now(), timeout, waiter);
         if let Asked::Known(available, waiter) = asked {
             return waiter(Some(available));
         }
@@ -235,20 +237,21 @@ type ReadWaiter = Box<dyn FnOnce(ReadOutcome) + Send>;
 
 struct Reader {
     reads: Mutex<Reads<ReadWaiter>>,
+    /// The settings of the call that made it: only their address is used.
     settings: Settings,
 }
 
 impl Reader {
     fn of(settings: &Settings) -> Arc<Reader> {
-        static READERS: Mutex<Vec<(Settings, Arc<Reader>)>> = Mutex::new(Vec::new());
+        static READERS: Mutex<Vec<(String, Arc<Reader>)>> = Mutex::new(Vec::new());
         shared(&READERS, settings, || Reader {
-            reads: Mutex::new(Reads::new(Policy::of(settings), seed())),
+            reads: Mutex::new(Reads::new(seed())),
             settings: settings.clone(),
         })
     }
 
-    fn get(self: Arc<Self>, read: &metadata::Read, waiter: ReadWaiter) {
-        let (got, step) = lock(&self.reads).get(now().mono, read, waiter);
+    fn get(self: Arc<Self>, read: &metadata::Read, policy: Policy, waiter: ReadWaiter) {
+        let (got, step) = lock(&self.reads).get(now().mono, read, policy, waiter);
         if let Got::Remembered(value, waiter) = got {
             return waiter(Ok(value));
         }

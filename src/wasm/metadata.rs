@@ -4,7 +4,7 @@
 //! the core (probe.rs, metadata.rs) decides everything.
 //!
 //! Probe calls answer `PROBE_*`: wait (for more bytes, or for the probe under way), send an
-//! attempt (timeout ms in `NUMS[4]`), no, or yes. Read calls answer `READ_*`: wait, send an
+//! attempt (timeout ms in `NUMS[4]`), no, or yes. Probes and readers are one per address. Read calls answer `READ_*`: wait, send an
 //! attempt (timeout ms in `NUMS[4]`), sleep (until mono ms in `NUMS[4]`), a value (in `IO`,
 //! `NUMS[0]` 1 when it is JSON), or an error ("code\nmessage" in `IO`, attempts in `NUMS[2]`,
 //! HTTP status or -1 in `NUMS[3]`).
@@ -40,6 +40,7 @@ const EVENT_DATA: u32 = 0;
 const EVENT_EOF: u32 = 1;
 const EVENT_FAILED: u32 = 2;
 
+/// One per address: the settings of the call that made it (only their address is used).
 struct Prober {
     settings: Settings,
     probe: Probe<()>,
@@ -47,6 +48,7 @@ struct Prober {
     answer: Option<Response>,
 }
 
+/// One per address, as `Prober`.
 struct Reader {
     settings: Settings,
     reads: Reads<()>,
@@ -100,7 +102,7 @@ fn refuse(s: &mut State, error: &Error) -> i32 {
     -1
 }
 
-/// The handle of the one of each per set of settings: found by its settings, made at first use.
+/// The handle of the one of each per address: found by it, made at first use.
 fn handle_of<T>(all: &mut Vec<T>, same: impl Fn(&T) -> bool, make: impl FnOnce() -> T) -> usize {
     match all.iter().position(same) {
         Some(found) => found,
@@ -140,41 +142,40 @@ fn transport(kind: u32) -> Option<Transport> {
 
 // ---- isAvailable ---------------------------------------------------------------------------------
 
-/// The probe for the options added since the last call and the environment variables in `IO`:
-/// its handle, or -1 with "code\nmessage" in `IO`.
+/// Asks the probe of the address that the options added since the last call and the environment
+/// variables in `IO` name (see the module note for the answer; its handle is in `NUMS[1]`), or -1
+/// with "code\nmessage" in `IO`.
 #[no_mangle]
-pub extern "C" fn probe_open(yc_len: i32, gce_len: i32) -> i32 {
-    with(|s| {
+pub extern "C" fn probe_ask(yc_len: i32, gce_len: i32, mono: f64, wall: f64) -> i32 {
+    let settings = with(|s| {
         let (options, env) = options_and_env(s, 0, yc_len, gce_len);
-        let settings = match options.and_then(|o| probe::probe_settings(&o, &env)) {
-            Ok(settings) => settings,
-            Err(error) => return refuse(s, &error),
-        };
-        beyond(|b| {
-            let same = |p: &Prober| p.settings == settings;
-            handle_of(&mut b.probers, same, || Prober {
-                probe: Probe::new(&settings),
-                settings: settings.clone(),
-                answer: None,
-            }) as i32
-        })
-    })
-}
-
-/// Asks the probe (see the module note for the answer).
-#[no_mangle]
-pub extern "C" fn probe_ask(handle: u32, mono: f64, wall: f64) -> u32 {
-    let Some((asked, step)) = beyond(|b| {
-        let p = b.probers.get_mut(handle as usize)?;
-        Some(p.probe.ask(stamp(mono, wall), ()))
-    }) else {
-        return PROBE_NO;
+        options
+            .and_then(|o| probe::probe_settings(&o, &env))
+            .map_err(|error| refuse(s, &error))
+    });
+    let settings = match settings {
+        Ok(settings) => settings,
+        Err(refused) => return refused,
     };
-    match asked {
+    let (handle, (asked, step)) = beyond(|b| {
+        let same = |p: &Prober| p.settings.host == settings.host;
+        let handle = handle_of(&mut b.probers, same, || Prober {
+            probe: Probe::default(),
+            settings: settings.clone(),
+            answer: None,
+        });
+        let asked = b.probers[handle]
+            .probe
+            .ask(stamp(mono, wall), settings.timeout, ());
+        (handle, asked)
+    });
+    with(|s| s.nums[1] = handle as f64);
+    let code = match asked {
         Asked::Known(true, ()) => PROBE_YES,
         Asked::Known(false, ()) => PROBE_NO,
         Asked::Joined => step.map_or(PROBE_WAIT, probe_step),
-    }
+    };
+    code as i32
 }
 
 fn probe_step(step: probe::Step<()>) -> u32 {
@@ -283,13 +284,16 @@ pub extern "C" fn read_start(
             Err(error) => return refuse(s, &error),
         };
         let (reader, got, step) = beyond(|b| {
-            let same = |r: &Reader| r.settings == settings;
+            let same = |r: &Reader| r.settings.host == settings.host;
             let reader = handle_of(&mut b.readers, same, || Reader {
-                reads: Reads::new(Policy::of(&settings), seed.to_bits()),
+                reads: Reads::new(seed.to_bits()),
                 settings: settings.clone(),
                 answers: Vec::new(),
             });
-            let (got, step) = b.readers[reader].reads.get(from_ms(mono), &read, ());
+            let policy = Policy::of(&settings);
+            let (got, step) = b.readers[reader]
+                .reads
+                .get(from_ms(mono), &read, policy, ());
             (reader, got, step)
         });
         s.nums[1] = reader as f64;
