@@ -2,10 +2,11 @@
 
 // Chooses the driver of the Rust core, once per thread: the native addon where one loads, else the
 // WebAssembly module that ships inside this package. YC_METADATA_TOKEN_DRIVER=native or =wasm
-// forces one. Exports { Provider, usableForMs, isB64Token, driver, reason, quote }: the provider
-// class (NativeProvider from the addon, or WasmProvider from wasm-driver.js: the same surface), the
-// core's rules for a token it does not hold (its time left, its characters), the driver's name, why
-// it was chosen, and how a message quotes a user's value.
+// forces one. Exports { Provider, usableForMs, isB64Token, isAvailable, readMetadata, driver,
+// reason, quote }: the provider class (NativeProvider from the addon, or WasmProvider from
+// wasm-driver.js: the same surface), the core's rules for a token it does not hold (its time
+// left, its characters), the core's probe and metadata reads (the same functions in both), the
+// driver's name, why it was chosen, and how a message quotes a user's value.
 //
 // This runs on every cold start, so finding the addon stats a few files: no process.report, no
 // child process, and the platform package is first looked for where npm, yarn and pnpm put it (a
@@ -167,8 +168,8 @@ function choose() {
   const native = loadNative()
   if (native.addon) {
     const reason = (forced === 'native' ? DRIVER_VARIABLE + '=native; ' : '') + 'loaded ' + native.from
-    const { NativeProvider, usableForMs, isB64Token } = native.addon
-    return { Provider: NativeProvider, usableForMs, isB64Token, driver: 'native', reason }
+    const { NativeProvider, usableForMs, isB64Token, isAvailable, readMetadata } = native.addon
+    return { Provider: NativeProvider, usableForMs, isB64Token, isAvailable, readMetadata, driver: 'native', reason }
   }
   if (forced === 'native') throw unsupported(native.failures)
   let wasm
@@ -181,7 +182,8 @@ function choose() {
 }
 
 function wasmDriver(wasm, reason) {
-  return { Provider: wasm.WasmProvider, usableForMs: wasm.usableForMs, isB64Token: wasm.isB64Token, driver: 'wasm', reason }
+  const { isAvailable, readMetadata } = wasm
+  return { Provider: wasm.WasmProvider, usableForMs: wasm.usableForMs, isB64Token: wasm.isB64Token, isAvailable, readMetadata, driver: 'wasm', reason }
 }
 
 module.exports = Object.assign(choose(), { ownEnv, quote })

@@ -66,8 +66,14 @@ export interface CloudFunctionContext {
   } | null
   functionName?: string
   functionVersion?: string
+  /** The folder the function is in: what `getFolderId(context)` returns first. */
+  functionFolderId?: string
   memoryLimitInMB?: string
   requestId?: string
+  /** When the invocation is cut off, in milliseconds since the epoch. */
+  deadlineMs?: number
+  /** The Cloud Logging group the function's output goes to. */
+  logGroupName?: string
   getPayload?(): unknown
   getRemainingTimeInMillis?(): number
 }
@@ -180,6 +186,11 @@ export declare const CODES: Readonly<{
   INVALID_OPTION: 'ERR_INVALID_OPTION'
   /** A bug in this package; please report it. */
   INTERNAL: 'ERR_METADATA_INTERNAL'
+  /**
+   * `getMetadata`: HTTP 404, no such key at this metadata service (not retried; `err.status` 404).
+   * `getFolderId`: the folder ID is in none of its three places.
+   */
+  NOT_FOUND: 'ERR_METADATA_NOT_FOUND'
 }>
 
 /** The union of the code strings in `CODES`. */
@@ -272,3 +283,75 @@ export interface ExpiredWhileFailingMessage extends PublishedProviderFields {
   consecutiveFailures: number
   lastErrorCode: MetadataTokenErrorCode
 }
+
+/** Options of `isAvailable()`. */
+export interface IsAvailableOptions {
+  /**
+   * `host[:port]` of the metadata service, as for `TokenProvider`.
+   * @default env `YC_METADATA_ADDR`, else env `GCE_METADATA_HOST`, else `'169.254.169.254'`
+   */
+  host?: string
+  /**
+   * The whole probe in milliseconds, its one second try included (1 … 2^31-1).
+   * @default 400 — the service is link-local and answers in a millisecond or two; this is all a
+   * black hole off-cloud costs.
+   */
+  timeoutMs?: number
+}
+
+/**
+ * Whether a GCE-compatible metadata service answers at the address (`GET /computeMetadata/v1/`
+ * with `Metadata-Flavor: Google`, true when the answer carries `Metadata-Flavor: Google`). One
+ * probe for any number of concurrent callers; a `true` is remembered for the life of the process,
+ * a `false` for 5 seconds. Never rejects for "not there" (refused, unreachable, no answer in time,
+ * not HTTP, no header): only for options it cannot use (`ERR_INVALID_OPTION`).
+ */
+export function isAvailable(options?: IsAvailableOptions): Promise<boolean>
+
+/** Options of `getMetadata()`. */
+export interface GetMetadataOptions {
+  /** As `TokenProviderOptions.host`. */
+  host?: string
+  /** One attempt, connect + answer, in milliseconds. @default 1000 */
+  timeoutMs?: number
+  /** The whole call, retries included, in milliseconds. @default 3000 */
+  deadlineMs?: number
+  /** Attempts per call: refused connections, resets, timeouts, 429 and 5xx are retried; a 404 is not. @default 5 */
+  maxAttempts?: number
+  /** Read a directory (a key ending in '/') and everything under it: `?recursive=true`. @default false */
+  recursive?: boolean
+  /**
+   * The value is JSON: checked, and resolved as what it says (`ERR_METADATA_BAD_RESPONSE` if it is
+   * not JSON). @default `recursive` — a recursive answer is JSON
+   */
+  json?: boolean
+  /**
+   * Take a remembered value and remember this one, for keys that never change while the instance
+   * lives (`instance/id`, `instance/zone`, `instance/vendor/folder-id`). Off by default: a call
+   * without it always asks the service. @default false
+   */
+  cache?: boolean
+}
+
+/**
+ * The value at `/computeMetadata/v1/<key>`, e.g. `'instance/id'`, `'instance/zone'`,
+ * `'instance/vendor/folder-id'`, `'project/project-id'`: its text, or with `json` (and by default
+ * with `recursive`) what its JSON says. The key is a relative path of letters, digits, `-_.~@` and
+ * `/`; anything that could leave `/computeMetadata/v1/` (`..`, `%2e`, `?`, `#`, line ends, a URL)
+ * is refused with `ERR_INVALID_OPTION` before anything is sent. A missing key rejects with
+ * `ERR_METADATA_NOT_FOUND`; the service account's token has its own call, `getToken()`.
+ * Concurrent reads of one key share one request.
+ */
+export function getMetadata<T = unknown>(key: string, options: GetMetadataOptions & { json: true }): Promise<T>
+export function getMetadata(key: string, options: GetMetadataOptions & { json: false }): Promise<string>
+export function getMetadata<T = unknown>(key: string, options: GetMetadataOptions & { recursive: true }): Promise<T>
+export function getMetadata(key: string, options?: GetMetadataOptions): Promise<string>
+
+/**
+ * The folder ID (for `gpt://<folder-id>/…`, `x-folder-id`): from the Cloud Functions context
+ * (`context.functionFolderId`), else from the metadata service (`instance/vendor/folder-id`, then
+ * `yandex/folder-id`, when `isAvailable()`), else from the environment variable `YC_FOLDER_ID`.
+ * Found in the metadata service or the environment, it is remembered for the life of the process.
+ * Rejects with `ERR_METADATA_NOT_FOUND` naming all three places when none has it.
+ */
+export function getFolderId(context?: CloudFunctionContext | null): Promise<string>

@@ -26,6 +26,7 @@ const CODES = Object.freeze({
   BAD_RESPONSE: 'ERR_METADATA_BAD_RESPONSE',
   INVALID_OPTION: 'ERR_INVALID_OPTION',
   INTERNAL: 'ERR_METADATA_INTERNAL',
+  NOT_FOUND: 'ERR_METADATA_NOT_FOUND',
 })
 
 class MetadataTokenError extends Error {
@@ -727,6 +728,34 @@ function readCallOptions(value) {
   return options
 }
 
+// ---- beyond the token: isAvailable, getMetadata, getFolderId -----------------------------------
+
+// They live in metadata.js, loaded at their first call: a program that only takes tokens does not
+// pay for reading them at require.
+let metadataApi = null
+
+function metadata() {
+  if (metadataApi === null) {
+    metadataApi = require('./metadata')({ binding, MetadataTokenError, CODES, readOptions, callerError, internalError, invalidCall })
+  }
+  return metadataApi
+}
+
+// Whether a GCE-compatible metadata service answers; rejects only for options it cannot use.
+function isAvailable(options) {
+  return metadata().isAvailable(options)
+}
+
+// The value at /computeMetadata/v1/<key>.
+function getMetadata(key, options) {
+  return metadata().getMetadata(key, options)
+}
+
+// The folder ID: from the Cloud Functions context, else the metadata service, else YC_FOLDER_ID.
+function getFolderId(context) {
+  return metadata().getFolderId(context)
+}
+
 module.exports = {
   getToken,
   getAuthorizationHeader,
@@ -734,4 +763,7 @@ module.exports = {
   defaultProvider,
   MetadataTokenError,
   CODES,
+  isAvailable,
+  getMetadata,
+  getFolderId,
 }

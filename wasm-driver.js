@@ -154,9 +154,9 @@ class WasmProvider {
     const e = inst.exports
     for (const [kind, name, value] of this.options) {
       const nameBytes = Buffer.from(name)
-      const valueBytes = Buffer.from(kind === 1 ? '' : String(value))
+      const valueBytes = Buffer.from(typeof value === 'number' ? '' : String(value))
       writeIo(inst, Buffer.concat([nameBytes, valueBytes]))
-      e.option_add(kind, nameBytes.length, kind === 1 ? value : 0)
+      e.option_add(kind, nameBytes.length, typeof value === 'number' ? value : 0)
     }
     const env = this.env.map((v) => (typeof v === 'string' ? Buffer.from(v) : null))
     writeIo(inst, Buffer.concat(env.filter(Boolean)))
@@ -564,6 +564,7 @@ function encodeOptions(options) {
     if (value === undefined || value === null) return [0, name, '']
     if (typeof value === 'number') return [1, name, value]
     if (typeof value === 'string') return [2, name, value]
+    if (typeof value === 'boolean') return [5, name, value ? 1 : 0]
     return [3, name, typeof value]
   })
 }
@@ -592,4 +593,30 @@ function isB64Token(token) {
   return inst.exports.is_b64token(bytes.length) === 1
 }
 
-module.exports = { WasmProvider, usableForMs, isB64Token }
+// ---- beyond the token: isAvailable() and getMetadata() -----------------------------------------
+// Over the same instance, in wasm-metadata.js, loaded at their first call: a program that only takes
+// tokens does not pay for reading it at require.
+let metadataDriver = null
+
+function metadata() {
+  if (metadataDriver === null) {
+    metadataDriver = require('./wasm-metadata')({ instance, nums, readIo, writeIo, encodeOptions, splitError, monotonicMs, connect, failureKind, FAILED })
+  }
+  return metadataDriver
+}
+
+function isAvailable(options, ycMetadataAddr, gceMetadataHost) {
+  return metadata().isAvailable(options, ycMetadataAddr, gceMetadataHost)
+}
+
+function readMetadata(key, options, ycMetadataAddr, gceMetadataHost) {
+  return metadata().readMetadata(key, options, ycMetadataAddr, gceMetadataHost)
+}
+
+// A socket to host:port with the shared name lookup, for wasm-metadata.js.
+function connect(host, port) {
+  if (net === null) net = process.getBuiltinModule ? process.getBuiltinModule('net') : require('net')
+  return net.connect({ host, port, lookup: sharedLookup })
+}
+
+module.exports = { WasmProvider, usableForMs, isB64Token, isAvailable, readMetadata }

@@ -17,7 +17,7 @@ const OURS = process.env.YC_METADATA_TOKEN_DRIVER === 'wasm' ? 'ours-wasm' : 'ou
 const TOKEN = 't1.smoke-test-token'
 
 async function measure(emu, mode, subject) {
-  const env = Object.assign({}, process.env, { YC_METADATA_ADDR: emu.address, BENCH_TOKEN: TOKEN })
+  const env = Object.assign({}, process.env, { YC_METADATA_ADDR: emu.address, GCE_METADATA_HOST: emu.address, BENCH_TOKEN: TOKEN })
   const { stdout } = await promisify(execFile)(process.execPath, [CHILD, mode, subject], { env, timeout: 30000 })
   return JSON.parse(stdout)
 }
@@ -71,4 +71,16 @@ test('the chart draws every bar on a log scale, the floor marked, text escaped',
   // Log scale: each tenfold step adds the same width.
   assert.ok(Math.abs(widths[2] - widths[1] - (widths[1] - widths[0])) < 0.5, widths.join(' '))
   assert.match(svg, /stroke-dasharray/)
+})
+
+test('the isAvailable measurement times a "no" off-cloud, and fails on a "yes"', async (t) => {
+  const emu = await startEmulator({ token: TOKEN, expiresIn: 3600 })
+  t.after(() => emu.close())
+  const { closedPort } = require('./helpers')
+  const nothing = { address: '127.0.0.1:' + (await closedPort()) }
+  for (const subject of [OURS, 'gcp-metadata']) {
+    const r = await measure(nothing, 'available', subject)
+    assert.ok(r.ms > 0, subject + ': ' + JSON.stringify(r))
+  }
+  await assert.rejects(measure(emu, 'available', OURS), /isAvailable\(\) said true off-cloud/)
 })

@@ -249,8 +249,8 @@ test('metadata paths: listings, leaves, recursive, alt; Metadata-Flavor on every
   });
   t.after(() => emu.close());
   const paths = {
-    '/computeMetadata/v1/instance': 'attributes/\nhostname\nid\nname\nservice-accounts/\nzone\n',
-    '/computeMetadata/v1/instance/': 'attributes/\nhostname\nid\nname\nservice-accounts/\nzone\n',
+    '/computeMetadata/v1/instance': 'attributes/\nhostname\nid\nname\nservice-accounts/\nvendor/\nzone\n',
+    '/computeMetadata/v1/instance/': 'attributes/\nhostname\nid\nname\nservice-accounts/\nvendor/\nzone\n',
     '/computeMetadata/v1/instance/id': 'fhm123',
     '/computeMetadata/v1/instance/id?alt=json': '"fhm123"',
     '/computeMetadata/v1/instance/id?alt=text': 'fhm123',

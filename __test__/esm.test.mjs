@@ -13,6 +13,9 @@ import ycMetadataToken, {
   defaultProvider,
   MetadataTokenError,
   CODES,
+  isAvailable,
+  getMetadata,
+  getFolderId,
 } from '../index.js'
 
 const require = createRequire(import.meta.url)
@@ -23,8 +26,12 @@ test('named and default exports are the CommonJS module\'s', () => {
   assert.equal(TokenProvider, cjs.TokenProvider)
   assert.equal(MetadataTokenError, cjs.MetadataTokenError)
   assert.equal(CODES, cjs.CODES)
+  assert.equal(isAvailable, cjs.isAvailable)
+  assert.equal(getMetadata, cjs.getMetadata)
+  assert.equal(getFolderId, cjs.getFolderId)
   assert.equal(ycMetadataToken, cjs)
-  assert.deepEqual(Object.keys(cjs).sort(), ['CODES', 'MetadataTokenError', 'TokenProvider', 'defaultProvider', 'getAuthorizationHeader', 'getToken'])
+  assert.deepEqual(Object.keys(cjs).sort(), ['CODES', 'MetadataTokenError', 'TokenProvider', 'defaultProvider', 'getAuthorizationHeader',
+    'getFolderId', 'getMetadata', 'getToken', 'isAvailable'])
 })
 
 test('import works end to end against the emulator', async () => {

@@ -24,6 +24,7 @@ const MAX_ADDON_BYTES = 1500000;
 // A cold release build with LTO on a busy 2-core CI machine, plus the pip install of zig.
 const BUILD_TIMEOUT_MS = 30 * 60 * 1000;
 const ROOT_FILES = ['package.json', 'index.js', 'binding.js', 'wasm-driver.js', 'diagnostics.js', 'yc-metadata-token.wasm', 'yc-metadata-token.wasm.js',
+  'metadata.js', 'wasm-metadata.js',
   'emulator/index.js', 'emulator/cli.js', 'emulator/tokens.js', 'emulator/metadata.js', 'ydb-sdk.js', 'ydb-sdk.d.ts', 'ydbjs.mjs',
   'ydbjs.d.mts', 'nodejs-sdk.js', 'nodejs-sdk.d.ts', 'opentelemetry.js', 'opentelemetry.d.ts'];
 // The wasm module's budget (the WebAssembly issue): 150 KB, read strictly as 150,000 bytes.

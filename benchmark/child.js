@@ -1,7 +1,8 @@
 'use strict'
 
 // One measurement in a fresh process: `node child.js <mode> <subject>`. Prints one JSON line.
-// The emulator's address and token come from the environment the runner sets.
+// The emulator's address and token come from the environment the runner sets (for `available`,
+// the address of nothing, or none at all inside a network namespace with a black hole).
 
 const fs = require('fs')
 const net = require('net')
@@ -147,6 +148,13 @@ async function main() {
   const t0 = performance.now()
   const api = await subject.load(context)
   const t1 = performance.now()
+
+  if (mode === 'available') {
+    // Off-cloud (a closed port, or a black hole): the answer must be no.
+    const available = await subject.available(api)
+    if (available !== false) throw new Error('isAvailable() said ' + available + ' off-cloud')
+    return { ms: performance.now() - t1 }
+  }
 
   if (mode === 'concurrent') {
     const calls = []

@@ -8,7 +8,7 @@
 //   node benchmark/run.js [--rounds N] [--only ours,ydbjs] [--node /path/to/node] [--json FILE]
 //                         [--chart FILE, or - for none; benchmark/chart.svg by default]
 
-const { spawn, execFileSync } = require('child_process')
+const { spawn, spawnSync, execFileSync } = require('child_process')
 const crypto = require('crypto')
 const fs = require('fs')
 const http = require('http')
@@ -17,11 +17,12 @@ const path = require('path')
 const readline = require('readline')
 const { SUBJECTS, OURS, PEERS } = require('./subjects')
 const { chart } = require('./chart')
+const { closedPort } = require('../scripts/node-matrix')
 
 const ROOT = path.join(__dirname, '..')
 const CHILD = path.join(__dirname, 'child.js')
 // Rounds per kind of figure: cold figures are noisy and cheap, loops long and steady.
-const ROUNDS = { cold: 15, cached: 7, forced: 7, concurrent: 7 }
+const ROUNDS = { cold: 15, cached: 7, forced: 7, concurrent: 7, available: 7 }
 // A child that takes longer than this is stuck (a peer retrying forever, say).
 const CHILD_TIMEOUT_MS = 60000
 // Where the peers' dependencies live; a peer that cannot load from here is shown as n/a.
@@ -80,9 +81,11 @@ function control(addr, method, name) {
   })
 }
 
-function runChild(node, env, mode, name) {
+// `inside`: a command that runs the child for it (a network namespace), or none.
+function runChild(node, env, mode, name, inside = []) {
   return new Promise((resolve) => {
-    const child = spawn(node, [CHILD, mode, name], { env, stdio: ['ignore', 'pipe', 'pipe'] })
+    const command = inside.concat([node, CHILD, mode, name])
+    const child = spawn(command[0], command.slice(1), { env, stdio: ['ignore', 'pipe', 'pipe'] })
     let out = ''
     let err = ''
     child.stdout.on('data', (d) => (out += d))
@@ -108,6 +111,33 @@ function childEnv(addr, token) {
     if (!/proxy$|^NODE_OPTIONS$|^YC_|^GCE_/i.test(k)) env[k] = v
   }
   return Object.assign(env, { YC_METADATA_ADDR: addr, GCE_METADATA_HOST: addr, BENCH_TOKEN: token })
+}
+
+// isAvailable() off-cloud, two ways. Refused: a closed port on loopback, named by both variables.
+// A black hole: the default address routed into a TUN device that no process reads, inside a
+// private network namespace whose resolv.conf names 127.0.0.1, where nothing answers: no packet
+// and no name lookup leaves it (gcp-metadata also looks up metadata.google.internal).
+const AVAILABLE_MODES = ['available-refused', 'available-black-hole']
+const BLACK_HOLE_SETUP = 'ip link set lo up && ip tuntap add dev hole mode tun && ip link set hole up && ' +
+  'ip route add 169.254.169.254/32 dev hole && mount --bind "$RESOLV_CONF" /etc/resolv.conf'
+
+// How to run a child inside the black hole: { inside, env, close } or { reason } where it cannot be.
+function blackHole() {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'yc-bench-'))
+  const resolv = path.join(dir, 'resolv.conf')
+  fs.writeFileSync(resolv, 'nameserver 127.0.0.1\noptions timeout:1 attempts:1\n')
+  const close = () => fs.rmSync(dir, { recursive: true, force: true })
+  const env = { RESOLV_CONF: resolv }
+  for (const [k, v] of Object.entries(process.env)) {
+    if (!/proxy$|^NODE_OPTIONS$|^YC_|^GCE_|^METADATA_SERVER_DETECTION$/i.test(k)) env[k] = v
+  }
+  const inside = ['unshare', '-m', '-n', 'sh', '-c', BLACK_HOLE_SETUP + ' && exec "$@"', 'sh']
+  const probe = spawnSync(inside[0], inside.slice(1).concat(['true']), { env, encoding: 'utf8', timeout: 5000 })
+  if (probe.error || probe.status !== 0) {
+    close()
+    return { reason: 'no private network namespace here (' + (probe.error ? probe.error.message : probe.stderr.trim()) + ')' }
+  }
+  return { inside, env, close }
 }
 
 function unavailable(name) {
@@ -175,6 +205,23 @@ async function main() {
       }
     }
   }
+  const refused = Object.assign({}, env, { YC_METADATA_ADDR: '127.0.0.1:' + (await closedPort()) })
+  refused.GCE_METADATA_HOST = refused.YC_METADATA_ADDR
+  const hole = blackHole()
+  if (hole.reason) failures['isAvailable() in a black hole'] = hole.reason
+  for (const mode of AVAILABLE_MODES) {
+    if (mode === 'available-black-hole' && hole.reason) continue
+    for (let round = 0; round < rounds.available; round++) {
+      process.stderr.write('\r' + mode + ' round ' + (round + 1) + '/' + rounds.available + '   ')
+      for (const name of live().filter((n) => SUBJECTS[n].available)) {
+        const r = mode === 'available-refused'
+          ? await runChild(node, refused, 'available', name)
+          : await runChild(node, hole.env, 'available', name, hole.inside)
+        record(name, mode, r)
+      }
+    }
+  }
+  if (hole.close) hole.close()
   process.stderr.write('\r' + ' '.repeat(40) + '\r')
   emulator.child.removeAllListeners('exit')
   emulator.child.kill()
@@ -197,6 +244,8 @@ async function main() {
     ['1000 concurrent cold calls: upstream requests', 'concurrent', 'requests', String, null, null],
     ['RSS after the first call, over bare node', 'cold', 'rssMb', (mb) => '+' + (mb - bareRss).toFixed(1) + ' MB', 'bare', null],
     ['threads added', 'cold', 'threadsAdded', (n) => '+' + n, 'bare', null],
+    ['isAvailable() off-cloud, refused: first call', 'available-refused', 'ms', fmtTime, null, null],
+    ['isAvailable() off-cloud, black hole: first call', 'available-black-hole', 'ms', fmtTime, null, null],
   ]
   const lines = []
   lines.push('| figure | ' + columns.map((c) => (SUBJECTS[c] ? SUBJECTS[c].label : c)).join(' | ') + ' | native / best peer | wasm / native |')
@@ -212,7 +261,8 @@ async function main() {
     let floorCell = floorXs ? fmt(median(floorXs)) + ' (' + floor + ')' : '—'
     if (field === 'rssMb') floorCell = bareRss.toFixed(1) + ' MB (bare)'
     const ours = get('ours', mode, field)
-    const peerMedians = PEERS.filter((n) => names.includes(n) && !failures[n]).map((n) => median(get(n, mode, field)))
+    const peerMedians = PEERS.filter((n) => names.includes(n) && !failures[n] && get(n, mode, field))
+      .map((n) => median(get(n, mode, field)))
     let ratio = '—'
     if (ours && peerMedians.length) {
       const best = Math.min(...peerMedians)
@@ -266,7 +316,7 @@ async function main() {
   console.log('')
   console.log(
     'Median of ' + rounds.cold + ' fresh processes (cold rows), ' + rounds.cached + ' (cached), ' + rounds.forced +
-      ' (forced), ' + rounds.concurrent + ' (concurrent); (min–max) across them. ' +
+      ' (forced), ' + rounds.concurrent + ' (concurrent), ' + rounds.available + ' (isAvailable); (min–max) across them. ' +
       new Date(started).toISOString().slice(0, 10) + ', ' + os.cpus().length + ' × ' + cpu + ', Node ' + nodeVersion +
       ', ' + ((Date.now() - started) / 1000).toFixed(0) + ' s.'
   )

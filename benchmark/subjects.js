@@ -3,7 +3,7 @@
 // Everything the benchmark compares, each as: how to load it (timed as "require"), one getToken
 // call, and the way the library itself forces a new token. `url` and `host` point at the
 // emulator. Each peer is loaded through its narrowest public entry point, so the peers are shown
-// at their best.
+// at their best. Those that can tell whether a metadata service is there have `available` too.
 
 const path = require('path')
 
@@ -33,6 +33,7 @@ function ours(driver, label) {
       const provider = new api.TokenProvider()
       return () => provider.getToken({ forceRefresh: true })
     },
+    available: (api) => api.isAvailable(),
   }
 }
 
@@ -57,6 +58,7 @@ const SUBJECTS = {
     load: () => require('gcp-metadata'),
     call: (gcp) => gcp.instance('service-accounts/default/token'),
     forcer: (gcp) => () => gcp.instance('service-accounts/default/token'),
+    available: (gcp) => gcp.isAvailable(),
   },
   'google-auth-library': {
     label: 'google-auth-library',

@@ -38,6 +38,9 @@ const USAGE = [
   '  --countdown          count expires_in down from start, like a caching server',
   '  --metadata FILE      JSON shaped like the paths, e.g. {"instance":{"id":"..."},"project":',
   '                       {"project-id":"..."}}, over the defaults of instance/ and project/',
+  '  --folder-id ID       the folder the tree names: instance/vendor/folder-id, yandex/folder-id,',
+  '                       project/project-id (default emulator-folder)',
+  '  --cloud-id ID        the cloud: instance/vendor/cloud-id (default emulator-cloud)',
   '  --fault JSON|NAME    start with a fault installed, e.g. \'{"status":503,"times":2}\', or',
   '                       rate-limit: 429 beyond 60 requests per second, like the real service',
   '  -h, --help           show this help',
@@ -60,6 +63,8 @@ class UsageError extends Error {}
 const VALUE_FLAGS = ['--host', '--port', '--token', '--token-file', '--token-env', '--expires-in', '--fault',
   '--sa-key', '--iam-endpoint', '--token-command', '--metadata', '--allow-host'];
 const BOOL_FLAGS = ['--countdown', '--help', '-h'];
+// The IDs of Yandex Cloud's keys in the metadata tree (emulator/metadata.js).
+VALUE_FLAGS.push('--folder-id', '--cloud-id');
 
 function parseArgs(argv) {
   const out = {};
@@ -219,6 +224,8 @@ function main(argv) {
         iamEndpoint: args['iam-endpoint'],
         tokenCommand: args['token-command'],
         metadata: args.metadata,
+        folderId: args['folder-id'],
+        cloudId: args['cloud-id'],
         expiresIn: args['expires-in'],
         countdown: !!args.countdown,
         quiet: false,

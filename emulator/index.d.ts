@@ -84,6 +84,13 @@ export interface EmulatorOptions {
   quiet?: boolean
   /** Values over the defaults of `instance/` and `project/`; `null` removes a key. */
   metadata?: MetadataTree
+  /**
+   * The folder the tree names: `instance/vendor/folder-id`, `yandex/folder-id`,
+   * `project/project-id` and the zone's path. @default 'emulator-folder'
+   */
+  folderId?: string
+  /** The cloud: `instance/vendor/cloud-id`. @default 'emulator-cloud' */
+  cloudId?: string
 }
 
 export interface Emulator {

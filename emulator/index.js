@@ -253,7 +253,7 @@ function startEmulator(options) {
   checkToken(token);
   checkExpiresIn(expiresIn);
   let tokenSetAt = Date.now();
-  const tree = metadata.buildTree(opts.metadata);
+  const tree = metadata.buildTree(opts.metadata, { folderId: opts.folderId, cloudId: opts.cloudId });
   // When the metadata requests of the last second were served, for the rateLimit fault.
   const recent = [];
 

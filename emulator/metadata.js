@@ -4,13 +4,23 @@
 // libraries read (gcp-metadata and google-auth-library probe `instance` to detect the cloud, then
 // read the project id and the service account's email), answered the way the GCE-compatible
 // service does: leaves as text, directories as listings, `?recursive=true` as JSON with camelCase
-// keys (user attributes keep theirs), `?alt=json|text` to choose.
+// keys (user attributes keep theirs), `?alt=json|text` to choose. Yandex Cloud's own keys are there
+// too: the folder and cloud under instance/vendor/ (and yandex/folder-id), and the identity
+// document (instance/vendor/identity/document, unsigned: the emulator has no key to sign it with).
 
 const PREFIX = '/computeMetadata/v1/';
 
+const DEFAULT_FOLDER_ID = 'emulator-folder';
+const DEFAULT_CLOUD_ID = 'emulator-cloud';
+// Stands for the identity document until the tree is merged: the document names the instance id
+// the tree ends up with.
+const IDENTITY_DOCUMENT = '(the identity document)';
+
 // Defaults shaped like a Yandex Cloud VM's answers; `--metadata file.json` overrides any of them.
-function defaultTree() {
-  const folder = 'emulator-folder';
+// `ids`: { folderId, cloudId }, each optional.
+function defaultTree(ids) {
+  const folder = ids && ids.folderId !== undefined ? ids.folderId : DEFAULT_FOLDER_ID;
+  const cloud = ids && ids.cloudId !== undefined ? ids.cloudId : DEFAULT_CLOUD_ID;
   const account = {
     aliases: ['default'],
     email: 'emulator@' + folder + '.iam.gserviceaccount.com',
@@ -24,13 +34,46 @@ function defaultTree() {
       name: 'emulator',
       zone: 'projects/' + folder + '/zones/ru-central1-a',
       'service-accounts': { default: account },
+      vendor: {
+        'folder-id': folder,
+        'cloud-id': cloud,
+        identity: { document: IDENTITY_DOCUMENT },
+      },
     },
     project: {
       attributes: {},
       'numeric-project-id': 0,
       'project-id': folder,
     },
+    yandex: { 'folder-id': folder },
   };
+}
+
+// The identity document, as Yandex Cloud shapes it (compute/operations/vm-metadata/
+// get-identity-document), for the instance id the tree has.
+function identityDocument(tree, createdAt) {
+  return JSON.stringify({
+    instanceId: String(tree.instance.id),
+    productCodes: null,
+    imageId: 'emulator-image',
+    productIds: null,
+    createdAt: createdAt,
+    version: '2023-03-01',
+  });
+}
+
+function fillIdentityDocument(tree) {
+  const vendor = isDir(tree.instance) && isDir(tree.instance.vendor) ? tree.instance.vendor : null;
+  if (vendor && isDir(vendor.identity) && vendor.identity.document === IDENTITY_DOCUMENT) {
+    vendor.identity = Object.assign({}, vendor.identity, { document: identityDocument(tree, new Date().toISOString()) });
+  }
+  return tree;
+}
+
+function checkId(name, v) {
+  if (v !== undefined && !(typeof v === 'string' && /^[A-Za-z0-9_-]{1,64}$/.test(v))) {
+    throw optionError(name + ' must be an ID of letters, digits, - and _ (like b1g8d7mse1ds3k5sh2rp), got ' + JSON.stringify(v));
+  }
 }
 
 function isDir(v) {
@@ -55,11 +98,14 @@ function optionError(message) {
 }
 
 // The tree for `overrides` (an object shaped like the URL paths: { instance: { id, attributes:
-// {...} }, project: { 'project-id' } }). The token is not part of it: it is served on its own path.
-function buildTree(overrides) {
-  if (overrides === undefined || overrides === null) return defaultTree();
+// {...} }, project: { 'project-id' } }) over the defaults for `ids` ({ folderId, cloudId }). The
+// token is not part of it: it is served on its own path.
+function buildTree(overrides, ids) {
+  checkId('folderId', ids && ids.folderId);
+  checkId('cloudId', ids && ids.cloudId);
+  if (overrides === undefined || overrides === null) return fillIdentityDocument(defaultTree(ids));
   if (!isDir(overrides)) throw optionError('metadata must be a JSON object shaped like the paths, e.g. {"instance":{"id":"..."}}');
-  const tree = merge(defaultTree(), overrides);
+  const tree = fillIdentityDocument(merge(defaultTree(ids), overrides));
   check(tree, '');
   return tree;
 }

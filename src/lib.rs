@@ -1,6 +1,6 @@
 //! The tree says what is what:
 //! - `core/`: the sans-I/O core both drivers run (settings, the request, reading the answer,
-//!   retries, the cache, errors). It decides everything and reads no clock; a driver hands it
+//!   retries, the cache, errors; metadata keys and the probe of isAvailable beside the token). It decides everything and reads no clock; a driver hands it
 //!   events with their times and does what it answers.
 //! - `native/`: the N-API driver (tokio on one thread).
 //! - `wasm/`: the wasm driver's exports (its I/O is in wasm-driver.js, over `node:net`).
@@ -25,6 +25,10 @@ mod fetch;
 mod http1;
 #[path = "core/json.rs"]
 mod json;
+#[path = "core/metadata.rs"]
+mod metadata;
+#[path = "core/probe.rs"]
+mod probe;
 #[path = "core/retry.rs"]
 mod retry;
 

@@ -59,6 +59,8 @@ function classify(err: unknown): string {
       return err.cause instanceof Error ? err.cause.message : err.code
     case 'ERR_METADATA_INTERNAL':
       return err.code
+    case 'ERR_METADATA_NOT_FOUND':
+      return 'no such metadata key'
     // @ts-expect-error: not one of the codes
     case 'ERR_METADATA_TYPO':
       return 'never'

@@ -41,6 +41,8 @@ pub enum OptionValue {
     Absent,
     Number(f64),
     Text(String),
+    /// A boolean: a flag of getMetadata (metadata.rs); no token option takes one.
+    Bool(bool),
     /// Any other type, by its `typeof` name.
     Other(&'static str),
 }
@@ -533,11 +535,12 @@ fn invalid(message: String) -> Error {
     Error::InvalidOption(message)
 }
 
-fn type_name(value: &OptionValue) -> &'static str {
+pub fn type_name(value: &OptionValue) -> &'static str {
     match value {
         OptionValue::Absent => "undefined",
         OptionValue::Number(_) => "number",
         OptionValue::Text(_) => "string",
+        OptionValue::Bool(_) => "boolean",
         OptionValue::Other(name) => name,
     }
 }

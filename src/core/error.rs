@@ -15,6 +15,8 @@ pub enum Error {
     Timeout,
     /// HTTP 404: no service account is attached to the VM, function or container revision.
     NoServiceAccount,
+    /// HTTP 404 for a metadata key (getMetadata), or a value found nowhere (getFolderId).
+    NotFound,
     /// Any other non-2xx status.
     Status(u16),
     /// Not a token: a redirect, a body too large, not JSON, a field missing or of the wrong type.
@@ -51,6 +53,7 @@ impl Error {
             Error::Unreachable(_) | Error::NameNotFound => "ERR_METADATA_UNREACHABLE",
             Error::Timeout => "ERR_METADATA_TIMEOUT",
             Error::NoServiceAccount => "ERR_METADATA_NO_SERVICE_ACCOUNT",
+            Error::NotFound => "ERR_METADATA_NOT_FOUND",
             Error::Status(_) => "ERR_METADATA_STATUS",
             Error::BadResponse(_) | Error::NotFoundWithoutFlavor => "ERR_METADATA_BAD_RESPONSE",
             Error::InvalidOption(_) => "ERR_INVALID_OPTION",
@@ -71,7 +74,7 @@ impl Error {
     pub fn status(&self) -> Option<u16> {
         match self {
             Error::Status(status) => Some(*status),
-            Error::NoServiceAccount => Some(404),
+            Error::NoServiceAccount | Error::NotFound => Some(404),
             _ => None,
         }
     }
@@ -106,6 +109,11 @@ impl Error {
             Error::Status(400) => format!(
                 "Metadata service at {url} answered HTTP 400. Either {HINT_NOT_METADATA}, or \
                  {HINT_ENDPOINT_DISABLED}."
+            ),
+            Error::NotFound => format!(
+                "Metadata service at {url} has no such key (HTTP 404). Check the key's spelling \
+                 (keys are paths under /computeMetadata/v1/, like instance/id); not every \
+                 service serves every key."
             ),
             Error::Status(403) => format!(
                 "Metadata service at {url} refused the request (HTTP 403). Requests through a proxy \

@@ -7,6 +7,7 @@ use crate::http1::{Broken, Event, Response};
 use crate::json::{self, Field, NotJson};
 use alloc::format;
 use alloc::string::{String, ToString};
+use alloc::vec::Vec;
 use core::time::Duration;
 
 /// A token response is a few hundred bytes (Yandex IAM tokens ~300, Google access tokens under
@@ -92,6 +93,18 @@ pub fn transport_error(failure: Transport) -> Error {
 /// connection can carry the next request. A non-2xx answer ends the attempt at its status line
 /// and its connection is closed: its body is never read, so it could not be reused.
 pub fn read_answer(response: &mut Response) -> Option<(Result<Fetched, Error>, bool)> {
+    let (body, reusable) = read_body(response, classify_status)?;
+    Some((body.and_then(|body| parse(&body)), reusable))
+}
+
+/// The reading every request shares (the token's above, a metadata key's in metadata.rs): nothing
+/// yet (None), or the body once `judge_head` passed the final answer's status and whether it came
+/// from a metadata service, and whether the connection can carry the next request. A head that
+/// `judge_head` refuses ends the attempt there: its body is never read, so its connection is closed.
+pub fn read_body(
+    response: &mut Response,
+    judge_head: impl Fn(u16, bool) -> Result<(), Error>,
+) -> Option<(Result<Vec<u8>, Error>, bool)> {
     loop {
         let failed = |error| Some((Err(error), false));
         match response.next() {
@@ -100,14 +113,14 @@ pub fn read_answer(response: &mut Response) -> Option<(Result<Fetched, Error>, b
                 status,
                 from_metadata,
             }) => {
-                if let Err(error) = classify_status(status, from_metadata) {
+                if let Err(error) = judge_head(status, from_metadata) {
                     return failed(error);
                 }
             }
-            Ok(Event::Body { body, reusable }) => return Some((parse(&body), reusable)),
+            Ok(Event::Body { body, reusable }) => return Some((Ok(body), reusable)),
             Err(Broken::NotHttp) => return failed(transport_error(Transport::NotHttp)),
             Err(Broken::Closed) => return failed(transport_error(Transport::Closed)),
-            Err(Broken::TooLarge) => return failed(too_large()),
+            Err(Broken::TooLarge) => return failed(too_large_for(response.max_body())),
         }
     }
 }
@@ -125,9 +138,10 @@ pub fn resend_on_new_connection(reused: bool, answer: &Response) -> bool {
     reused && !answer.answered()
 }
 
-/// For a body longer than `MAX_BODY_BYTES`, by its Content-Length or as it arrives.
-pub fn too_large() -> Error {
-    Error::BadResponse(format!("body larger than {MAX_BODY_BYTES} bytes"))
+/// For a body longer than the reader's cap `max_body` (`MAX_BODY_BYTES` for a token), by its
+/// Content-Length or as it arrives.
+pub fn too_large_for(max_body: usize) -> Error {
+    Error::BadResponse(format!("body larger than {max_body} bytes"))
 }
 
 /// 2xx passes; everything else becomes its error. A 404 means "no service account" only from a

@@ -144,6 +144,11 @@ impl Response {
         self.received |= !bytes.is_empty();
     }
 
+    /// The body cap this reader was made with (for the error that names it).
+    pub fn max_body(&self) -> usize {
+        self.max_body
+    }
+
     /// Whether any byte of the answer has arrived (a kept connection that closes before one did
     /// was closed by the server while idle: see `fetch::resend_on_new_connection`).
     pub fn answered(&self) -> bool {

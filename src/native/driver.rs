@@ -14,7 +14,7 @@ use std::time::{Instant, SystemTime};
 /// no thread. One thread drives every fetch of the process (they are a few idle sockets), which
 /// suits one-vCPU containers; its tasks never keep Node's event loop alive. Name lookups run on
 /// threads of their own (transport.rs), so the runtime needs no blocking pool.
-fn runtime() -> tokio::runtime::Handle {
+pub(super) fn runtime() -> tokio::runtime::Handle {
     static RUNTIME: OnceLock<tokio::runtime::Handle> = OnceLock::new();
     RUNTIME
         .get_or_init(|| {
@@ -38,7 +38,7 @@ fn origin() -> Instant {
     *ORIGIN.get_or_init(Instant::now)
 }
 
-fn now() -> Stamp {
+pub(super) fn now() -> Stamp {
     Stamp {
         mono: origin().elapsed(),
         wall: SystemTime::now()
@@ -229,7 +229,7 @@ fn deliver(step: Step<Waiter>, starter: &Starter) {
 }
 
 /// Jitter's seed: std's per-instance random hash keys are random enough and spare a dependency.
-fn seed() -> u64 {
+pub(super) fn seed() -> u64 {
     use std::hash::{BuildHasher, Hasher};
     std::collections::hash_map::RandomState::new()
         .build_hasher()

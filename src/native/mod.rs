@@ -6,6 +6,7 @@
 //! caught, it is thrown as a JavaScript error that index.js reports as `ERR_METADATA_INTERNAL`.
 
 mod driver;
+mod metadata;
 mod transport;
 
 use crate::cache::{Outcome as CoreOutcome, Report, Token};
@@ -340,6 +341,9 @@ fn option_pairs(options: Unknown) -> std::result::Result<Vec<(String, OptionValu
             }
             ValueType::String => {
                 OptionValue::Text(unsafe { value.cast::<String>() }.map_err(js_error)?)
+            }
+            ValueType::Boolean => {
+                OptionValue::Bool(unsafe { value.cast::<bool>() }.map_err(js_error)?)
             }
             other => OptionValue::Other(type_name(other)),
         };

@@ -5,6 +5,7 @@
 
 use crate::error::Error;
 use crate::fetch::{self, Fetched, Transport};
+use crate::http1::Response;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::sync::{Mutex, OnceLock};
@@ -112,6 +113,47 @@ async fn exchange(mut stream: TcpStream, target: &Target, reused: bool) -> Optio
             Err(e) => return failed(io_failure(&e), &answer),
         }
     }
+}
+
+/// How an exchange on a connection of its own failed: the time ran out, or below HTTP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failed {
+    TimedOut,
+    Transport(Transport),
+}
+
+/// One request on a connection of its own, closed when done, bounded by `timeout` from the name
+/// lookup to the end: `read` is asked after every read of the socket until it says the answer is
+/// over. For the metadata reads and the probe (src/native/metadata.rs), which are few: a kept
+/// connection would buy them nothing.
+pub async fn exchange_alone<T>(
+    target: &Target,
+    timeout: Duration,
+    mut answer: Response,
+    mut read: impl FnMut(&mut Response) -> Option<T>,
+) -> Result<T, Failed> {
+    let exchange = async {
+        let mut stream = connect(target).await.map_err(Failed::Transport)?;
+        let broken = |e: std::io::Error| Failed::Transport(io_failure(&e));
+        stream.write_all(&target.request).await.map_err(broken)?;
+        let mut buffer = [0u8; READ_BUFFER_BYTES];
+        loop {
+            if let Some(done) = read(&mut answer) {
+                return Ok(done);
+            }
+            match stream.read(&mut buffer).await.map_err(broken)? {
+                0 => {
+                    answer.eof();
+                    // The reader ends every answer at the end of its connection.
+                    return read(&mut answer).ok_or(Failed::Transport(Transport::Closed));
+                }
+                n => answer.feed(&buffer[..n]),
+            }
+        }
+    };
+    tokio::time::timeout(timeout, exchange)
+        .await
+        .unwrap_or(Err(Failed::TimedOut))
 }
 
 /// Whether a kept connection is as it was left: bytes or an end that came while it was idle are

@@ -31,6 +31,9 @@ use alloc::string::String;
 use alloc::vec::Vec;
 use core::cell::RefCell;
 
+// isAvailable() and getMetadata(): exports of their own, in this interface.
+mod metadata;
+
 #[global_allocator]
 static ALLOCATOR: dlmalloc::GlobalDlmalloc = dlmalloc::GlobalDlmalloc;
 
@@ -230,7 +233,8 @@ pub extern "C" fn nums_ptr() -> *const f64 {
 
 /// Adds one option for the next `provider_new`: its name is `IO[..name_len]`, a text value or a
 /// type name follows it. `kind`: 0 absent, 1 number, 2 text, 3 another type (its `typeof`), 4 the
-/// options argument itself is no object (its `typeof` follows an empty name).
+/// options argument itself is no object (its `typeof` follows an empty name), 5 a boolean (`number`
+/// 1 for true, 0 for false).
 #[no_mangle]
 pub extern "C" fn option_add(kind: u32, name_len: u32, number: f64) {
     with(|s| {
@@ -242,6 +246,7 @@ pub extern "C" fn option_add(kind: u32, name_len: u32, number: f64) {
             2 => OptionValue::Text(rest),
             3 => OptionValue::Other(type_name(&rest)),
             4 => return s.not_an_object = Some(type_name(&rest)),
+            5 => OptionValue::Bool(number != 0.0),
             _ => OptionValue::Absent,
         };
         s.options.push((name, value));
