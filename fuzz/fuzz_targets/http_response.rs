@@ -16,6 +16,8 @@ mod fetch;
 #[allow(dead_code)]
 #[path = "../../src/core/http1.rs"]
 mod http1;
+#[path = "../../src/core/json.rs"]
+mod json;
 
 fuzz_target!(|data: &[u8]| {
     // The first byte sets the size of each read.

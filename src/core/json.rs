@@ -121,13 +121,11 @@ impl Reader<'_> {
     }
 
     fn word(&mut self, word: &[u8], field: Field) -> Result<Field, NotJson> {
-        match self.bytes[self.at..].starts_with(word) {
-            true => {
-                self.at += word.len();
-                Ok(field)
-            }
-            false => Err(NotJson),
+        if !self.bytes[self.at..].starts_with(word) {
+            return Err(NotJson);
         }
+        self.at += word.len();
+        Ok(field)
     }
 
     /// An array or object one level deeper, within serde_json's limit.
@@ -383,9 +381,10 @@ impl Reader<'_> {
             }
             written = written * 10 + digit as i32;
         }
-        let exponent = match up {
-            true => exponent.saturating_add(written),
-            false => exponent.saturating_sub(written),
+        let exponent = if up {
+            exponent.saturating_add(written)
+        } else {
+            exponent.saturating_sub(written)
         };
         from_parts(positive, significand, exponent)
     }
