@@ -347,9 +347,11 @@ test('worker threads: a shared fetch is published in the thread that started it'
          dc.channel('tracing:yc-metadata-token:fetch:asyncEnd').subscribe((c) => seen.push('asyncEnd ' + c.reason));
          require('./').getToken().then(() => parentPort.postMessage(seen));
        \`, { eval: true });
-       w.once('message', async () => {
-         await require('./').getToken();
-         w.once('message', (worker) => console.log(JSON.stringify({ main, worker })));
+       w.once('message', () => {
+         // Listening for the worker's report before the main thread's own call: with one cache per
+         // thread (wasm) the worker's fetch can end first, and a message nobody listens for is lost.
+         const report = new Promise((resolve) => w.once('message', resolve));
+         Promise.all([require('./').getToken(), report]).then(([, worker]) => console.log(JSON.stringify({ main, worker })));
        });`,
       { YC_METADATA_ADDR: emu.address }
     )
