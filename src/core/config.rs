@@ -65,12 +65,17 @@ pub struct Settings {
 
 impl Settings {
     pub fn url(&self) -> String {
+        self.url_of(TOKEN_PATH)
+    }
+
+    /// The URL of `path` on this host, for messages (the metadata reads name their own key's).
+    pub fn url_of(&self, path: &str) -> String {
         // Pieces pushed rather than format!: the wasm module compiles each function at its first
         // call, and this is on the way of every new provider (see `valid_host`).
-        let mut url = String::with_capacity(7 + self.host.len() + TOKEN_PATH.len());
+        let mut url = String::with_capacity(7 + self.host.len() + path.len());
         url.push_str("http://");
         url.push_str(&self.host);
-        url.push_str(TOKEN_PATH);
+        url.push_str(path);
         url
     }
 

@@ -83,9 +83,7 @@ pub fn read_metadata<'env>(
     };
     let (settings, read) = metadata::read_request(&key, &options, &environment).map_err(invalid)?;
     let (deferred, promise) = env.create_deferred().map_err(napi_failure)?;
-    let mut url = String::from("http://");
-    url.push_str(&settings.host);
-    url.push_str(&read.path);
+    let url = settings.url_of(&read.path);
     let answer =
         move |outcome: ReadOutcome| deferred.resolve(move |_| Ok(metadata_outcome(outcome, &url)));
     Reader::of(&settings).get(&read, Policy::of(&settings), Box::new(answer));

@@ -87,30 +87,49 @@ async fn attempt_untimed(target: &Target) -> Attempted {
 /// on a new connection (a kept one that ended before answering).
 async fn exchange(mut stream: TcpStream, target: &Target, reused: bool) -> Option<Attempted> {
     let mut answer = fetch::new_answer();
-    let failed = |kind, answer: &_| {
-        if fetch::resend_on_new_connection(reused, answer) {
-            None
-        } else {
-            Some((Err(fetch::transport_error(kind)), None))
-        }
+    let read = converse(
+        &mut stream,
+        &target.request,
+        &mut answer,
+        fetch::read_answer,
+    )
+    .await;
+    let (result, status, reusable) = match read {
+        Ok((result, reusable)) => (result, answer.status(), reusable),
+        Err(kind) => (Err(fetch::transport_error(kind)), None, false),
     };
-    if let Err(e) = stream.write_all(&target.request).await {
-        return failed(io_failure(&e), &answer);
+    if result.is_err() && fetch::resend_on_new_connection(reused, &answer) {
+        return None;
     }
+    if reusable {
+        let mut idle = idle().lock().unwrap_or_else(|p| p.into_inner());
+        idle.entry(target.key()).or_insert(stream);
+    }
+    Some((result, status))
+}
+
+/// Writes `request` on `stream` and hands every read to `answer` until `read` says it is over;
+/// the failure below HTTP that stopped it otherwise. Every request of the driver goes this way.
+async fn converse<T>(
+    stream: &mut TcpStream,
+    request: &[u8],
+    answer: &mut Response,
+    mut read: impl FnMut(&mut Response) -> Option<T>,
+) -> Result<T, Transport> {
+    let broken = |e: std::io::Error| io_failure(&e);
+    stream.write_all(request).await.map_err(broken)?;
     let mut buffer = [0u8; READ_BUFFER_BYTES];
     loop {
-        if let Some((result, reusable)) = fetch::read_answer(&mut answer) {
-            if reusable {
-                let mut idle = idle().lock().unwrap_or_else(|p| p.into_inner());
-                idle.entry(target.key()).or_insert(stream);
-            }
-            return Some((result, answer.status()));
+        if let Some(done) = read(answer) {
+            return Ok(done);
         }
-        match stream.read(&mut buffer).await {
-            Ok(0) if fetch::resend_on_new_connection(reused, &answer) => return None,
-            Ok(0) => answer.eof(),
-            Ok(n) => answer.feed(&buffer[..n]),
-            Err(e) => return failed(io_failure(&e), &answer),
+        match stream.read(&mut buffer).await.map_err(broken)? {
+            0 => {
+                answer.eof();
+                // The reader ends every answer at the end of its connection.
+                return read(answer).ok_or(Transport::Closed);
+            }
+            n => answer.feed(&buffer[..n]),
         }
     }
 }
@@ -130,26 +149,13 @@ pub async fn exchange_alone<T>(
     target: &Target,
     timeout: Duration,
     mut answer: Response,
-    mut read: impl FnMut(&mut Response) -> Option<T>,
+    read: impl FnMut(&mut Response) -> Option<T>,
 ) -> Result<T, Failed> {
     let exchange = async {
         let mut stream = connect(target).await.map_err(Failed::Transport)?;
-        let broken = |e: std::io::Error| Failed::Transport(io_failure(&e));
-        stream.write_all(&target.request).await.map_err(broken)?;
-        let mut buffer = [0u8; READ_BUFFER_BYTES];
-        loop {
-            if let Some(done) = read(&mut answer) {
-                return Ok(done);
-            }
-            match stream.read(&mut buffer).await.map_err(broken)? {
-                0 => {
-                    answer.eof();
-                    // The reader ends every answer at the end of its connection.
-                    return read(&mut answer).ok_or(Failed::Transport(Transport::Closed));
-                }
-                n => answer.feed(&buffer[..n]),
-            }
-        }
+        converse(&mut stream, &target.request, &mut answer, read)
+            .await
+            .map_err(Failed::Transport)
     };
     tokio::time::timeout(timeout, exchange)
         .await

@@ -9,7 +9,7 @@
 //! `NUMS[0]` 1 when it is JSON), or an error ("code\nmessage" in `IO`, attempts in `NUMS[2]`,
 //! HTTP status or -1 in `NUMS[3]`).
 
-use super::{stamp, text, with, State, FAILED_TIMEOUT};
+use super::{failure_kind, stamp, text, with, State};
 use crate::cache::{from_ms, to_ms, Failure};
 use crate::config::{Environment, OptionValue, Settings};
 use crate::error::Error;
@@ -123,23 +123,6 @@ fn set_target(s: &mut State, settings: &Settings, path: &str) {
     s.set_io(&target);
 }
 
-/// A failure below HTTP as wasm-driver.js reports it: a `Transport` in declaration order (as
-/// `attempt_failed` reads them), or `FAILED_TIMEOUT` (None).
-fn transport(kind: u32) -> Option<Transport> {
-    Some(match kind {
-        FAILED_TIMEOUT => return None,
-        0 => Transport::Refused,
-        1 => Transport::NoRoute,
-        2 => Transport::Reset,
-        3 => Transport::ConnectTimedOut,
-        4 => Transport::NameNotFound,
-        5 => Transport::NameLookupFailed,
-        6 => Transport::Closed,
-        7 => Transport::NotHttp,
-        _ => Transport::Other,
-    })
-}
-
 // ---- isAvailable ---------------------------------------------------------------------------------
 
 /// Asks the probe of the address that the options added since the last call and the environment
@@ -231,7 +214,7 @@ pub extern "C" fn probe_event(handle: u32, mono: f64, wall: f64, event: u32, len
                 None => Attempt::Failed(Transport::Closed),
             }
         }
-        failed => transport(failed - EVENT_FAILED).map_or(Attempt::TimedOut, Attempt::Failed),
+        failed => failure_kind(failed - EVENT_FAILED).map_or(Attempt::TimedOut, Attempt::Failed),
     };
     let step = beyond(|b| {
         let p = b.probers.get_mut(handle as usize)?;
@@ -301,18 +284,11 @@ pub extern "C" fn read_start(
             Got::Remembered(value, ()) => set_value(s, value) as i32,
             Got::Joined { flight } => {
                 s.nums[2] = f64::from(flight);
-                let url = url(&settings, &read.path);
+                let url = settings.url_of(&read.path);
                 step.map_or(READ_WAIT, |step| read_step(s, step, &url)) as i32
             }
         }
     })
-}
-
-fn url(settings: &Settings, path: &str) -> String {
-    let mut url = String::from("http://");
-    url.push_str(&settings.host);
-    url.push_str(path);
-    url
 }
 
 fn set_value(s: &mut State, value: Value) -> u32 {
@@ -356,7 +332,7 @@ fn read_step(s: &mut State, step: metadata::Step<()>, url: &str) -> u32 {
 fn on_read(reader: u32, flight: u32, f: impl FnOnce(&mut Reader) -> metadata::Step<()>) -> u32 {
     let stepped = beyond(|b| {
         let r = b.readers.get_mut(reader as usize)?;
-        let url = url(&r.settings, r.reads.path(flight)?);
+        let url = r.settings.url_of(r.reads.path(flight)?);
         Some((f(r), url))
     });
     with(|s| match stepped {
@@ -423,7 +399,7 @@ pub extern "C" fn read_event(reader: u32, flight: u32, mono: f64, event: u32, le
             }
         }
         failed => {
-            Err(transport(failed - EVENT_FAILED).map_or(Error::Timeout, fetch::transport_error))
+            Err(failure_kind(failed - EVENT_FAILED).map_or(Error::Timeout, fetch::transport_error))
         }
     };
     on_read(reader, flight, |r| {

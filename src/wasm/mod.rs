@@ -475,19 +475,25 @@ pub extern "C" fn warm() {
 /// FAILED_* codes.
 #[no_mangle]
 pub extern "C" fn attempt_failed(handle: u32, mono: f64, wall: f64, kind: u32) -> u32 {
-    let error = match kind {
-        FAILED_TIMEOUT => Error::Timeout,
-        0 => fetch::transport_error(Transport::Refused),
-        1 => fetch::transport_error(Transport::NoRoute),
-        2 => fetch::transport_error(Transport::Reset),
-        3 => fetch::transport_error(Transport::ConnectTimedOut),
-        4 => fetch::transport_error(Transport::NameNotFound),
-        5 => fetch::transport_error(Transport::NameLookupFailed),
-        6 => fetch::transport_error(Transport::Closed),
-        7 => fetch::transport_error(Transport::NotHttp),
-        _ => fetch::transport_error(Transport::Other),
-    };
+    let error = failure_kind(kind).map_or(Error::Timeout, fetch::transport_error);
     end_attempt(handle, stamp(mono, wall), Err(error), false, None)
+}
+
+/// A failure below HTTP as wasm-driver.js reports it: a `Transport` in declaration order, or
+/// `FAILED_TIMEOUT` (None). Token attempts and metadata reads alike (src/wasm/metadata.rs).
+pub(crate) fn failure_kind(kind: u32) -> Option<Transport> {
+    Some(match kind {
+        FAILED_TIMEOUT => return None,
+        0 => Transport::Refused,
+        1 => Transport::NoRoute,
+        2 => Transport::Reset,
+        3 => Transport::ConnectTimedOut,
+        4 => Transport::NameNotFound,
+        5 => Transport::NameLookupFailed,
+        6 => Transport::Closed,
+        7 => Transport::NotHttp,
+        _ => Transport::Other,
+    })
 }
 
 /// The attempt's request went out: see `Cache::attempt_sent`. Its answer is read from here on.
